@@ -1,0 +1,57 @@
+"""The Gaussian actor + separate value net shared by the on-policy agents (PPO, MDPO-on)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from torch import Tensor
+
+from rlopt.agents.base import Agent, EnvSpec
+from rlopt.agents.networks import GaussianActor, NumpyMLP, ValueNet
+
+
+class GaussianActorCritic(Agent):
+    """pi(a|s) = N(mu(s), diag(exp(log_std))) with a state-independent log-std, and V(s); separate MLPs."""
+
+    kind = "on_policy"
+
+    def __init__(self, spec: EnvSpec, hidden: tuple[int, ...], orthogonal: bool = True, log_std_init: float = 0.0):
+        super().__init__()
+        self.actor = GaussianActor(spec.obs_dim, spec.act_dim, hidden, orthogonal=orthogonal,
+                                   log_std_init=log_std_init)
+        self.critic = ValueNet(spec.obs_dim, hidden, orthogonal=orthogonal)
+
+    def rollout_policy(self):
+        """A NumPy acting function for one rollout: obs [N, O] -> (actions [N, A], logp [N], values [N])."""
+        mean_net, value_net = NumpyMLP(self.actor.mean_net), NumpyMLP(self.critic.net)
+        log_std = self.actor.log_std.detach().numpy().astype(np.float64)
+        std = np.exp(log_std)
+        const = -(log_std.sum() + 0.5 * len(log_std) * math.log(2 * math.pi))
+
+        def act(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            noise = np.random.standard_normal((obs.shape[0], len(std)))
+            actions = mean_net(obs) + std * noise
+            logp = const - 0.5 * np.square(noise).sum(-1)  # ((a - mu) / std)^2 = noise^2
+            return actions.astype(np.float32), logp.astype(np.float32), value_net(obs)[:, 0].astype(np.float32)
+
+        return act
+
+    def act(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Torch version of one acting step: (actions, logp, values)."""
+        action, logp = self.actor.sample(obs)
+        return action, logp, self.critic(obs)
+
+    def value(self, obs: Tensor) -> Tensor:
+        return self.critic(obs)
+
+    def deterministic_action(self, obs: Tensor) -> Tensor:
+        return self.actor(obs)[0]
+
+
+def linear_fraction(iteration: int, num_iterations: int) -> float:
+    """1 - k / K: the linear decay used for learning-rate annealing and MDPO's step size."""
+    return 1.0 - iteration / max(num_iterations, 1)
+
+
+

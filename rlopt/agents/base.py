@@ -1,0 +1,57 @@
+"""What every agent gives the shared loops: env facts in, acting/updating/state out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class EnvSpec:
+    """The facts about an environment an agent is built from."""
+
+    obs_dim: int
+    act_dim: int
+    action_low: np.ndarray
+    action_high: np.ndarray
+    num_envs: int = 1
+    total_steps: int = 1_000_000  # schedules (lr annealing, MDPO t_k) span the run
+
+
+class Agent(nn.Module):
+    """Base class. Subclasses set `kind` ("on_policy" | "off_policy") and implement:
+
+    on-policy:  act(obs) -> (actions, logp, values); value(obs); update(batch, iteration, num_iterations)
+    off-policy: explore(obs) -> env actions; update(replay_batch) -> metrics
+    both:       deterministic_action(obs) -> env actions; optim_state() / load_optim_state()
+    Networks are submodules, so `state_dict()` holds every weight (saved as model.safetensors).
+    """
+
+    kind = "on_policy"
+    normalize_obs = False
+    normalize_reward = False
+
+    def deterministic_action(self, obs: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def optim_state(self) -> dict:
+        """Optimiser states and counters (everything but the weights) needed to resume exactly."""
+        return {}
+
+    def load_optim_state(self, state: dict) -> None:
+        pass
+
+
+def torch_optim_state(optimizer: torch.optim.Optimizer) -> dict:
+    """A torch optimiser's state_dict with tensor leaves kept as tensors (checkpoint friendly)."""
+    return optimizer.state_dict()
+
+
+def load_torch_optim_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Restore a state produced by torch_optim_state after a JSON round trip (keys become strings)."""
+    fixed = {"param_groups": state["param_groups"],
+             "state": {int(k): v for k, v in state["state"].items()}}
+    optimizer.load_state_dict(fixed)

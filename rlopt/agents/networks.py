@@ -1,0 +1,177 @@
+"""Networks: MLP trunks and policy/value heads. Layer initialisation lives here and only here."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from rlopt.optim.proximity import gaussian_log_prob, log1m_tanh_sq
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+def layer_init(layer: nn.Linear, gain: float, orthogonal: bool = True) -> nn.Linear:
+    """Orthogonal weights with `gain` and zero bias (CleanRL/SB3 convention); default torch init otherwise."""
+    if orthogonal:
+        nn.init.orthogonal_(layer.weight, gain)
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+def mlp(in_dim: int, out_dim: int, hidden: tuple[int, ...], activation: str = "tanh", orthogonal: bool = True,
+        out_gain: float = 1.0) -> nn.Sequential:
+    """Fully connected net: in -> hidden... -> out, activation between layers, linear output."""
+    layers: list[nn.Module] = []
+    last = in_dim
+    for width in hidden:
+        layers += [layer_init(nn.Linear(last, width), math.sqrt(2), orthogonal), ACTIVATIONS[activation]()]
+        last = width
+    layers.append(layer_init(nn.Linear(last, out_dim), out_gain, orthogonal))
+    return nn.Sequential(*layers)
+
+
+class GaussianActor(nn.Module):
+    """Diagonal Gaussian policy with a state-independent log-std (on-policy agents)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (64, 64), activation: str = "tanh",
+                 orthogonal: bool = True, log_std_init: float = 0.0):
+        super().__init__()
+        self.mean_net = mlp(obs_dim, act_dim, hidden, activation, orthogonal, out_gain=0.01)
+        self.log_std = nn.Parameter(torch.full((act_dim,), float(log_std_init)))
+
+    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """obs [B, obs_dim] -> (mean [B, A], log_std [B, A])."""
+        mean = self.mean_net(obs)
+        return mean, self.log_std.expand_as(mean)
+
+    def sample(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """Stochastic action and its log-prob: ([B, A], [B])."""
+        mean, log_std = self(obs)
+        action = mean + torch.exp(log_std) * torch.randn_like(mean)
+        return action, gaussian_log_prob(action, mean, log_std)
+
+
+class ValueNet(nn.Module):
+    """State-value function V(s): [B, obs_dim] -> [B]."""
+
+    def __init__(self, obs_dim: int, hidden: tuple[int, ...] = (64, 64), activation: str = "tanh",
+                 orthogonal: bool = True):
+        super().__init__()
+        self.net = mlp(obs_dim, 1, hidden, activation, orthogonal, out_gain=1.0)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return self.net(obs).squeeze(-1)
+
+
+class TanhGaussianActor(nn.Module):
+    """Squashed Gaussian policy a = center + scale * tanh(u), u ~ N(mu(s), sigma(s)) (SAC family).
+
+    `log_std_mode="tanh"` maps the raw log-std into [min, max] through tanh (CleanRL SAC);
+    `"clip"` clamps it (SAC-v1 / MDPO-off).
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, action_low: Tensor, action_high: Tensor,
+                 hidden: tuple[int, ...] = (256, 256), log_std_range: tuple[float, float] = (-5.0, 2.0),
+                 log_std_mode: str = "tanh"):
+        super().__init__()
+        self.trunk = mlp(obs_dim, 2 * act_dim, hidden, "relu", orthogonal=False)
+        self.log_std_min, self.log_std_max = log_std_range
+        self.log_std_mode = log_std_mode
+        self.register_buffer("center", (action_high + action_low) / 2.0)
+        self.register_buffer("scale", (action_high - action_low) / 2.0)
+
+    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """obs [B, obs_dim] -> (mean [B, A], log_std [B, A]) of the pre-tanh Gaussian."""
+        mean, raw = self.trunk(obs).chunk(2, dim=-1)
+        if self.log_std_mode == "tanh":
+            log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(raw) + 1.0)
+        else:
+            log_std = raw.clamp(self.log_std_min, self.log_std_max)
+        return mean, log_std
+
+    def squash(self, u: Tensor) -> Tensor:
+        """Pre-tanh sample -> env action."""
+        return self.center + self.scale * torch.tanh(u)
+
+    def log_prob_pre_tanh(self, u: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
+        """log pi(center + scale tanh(u)) via the change of variables: [B, A] -> [B]."""
+        return gaussian_log_prob(u, mean, log_std) - (log1m_tanh_sq(u) + torch.log(self.scale)).sum(-1)
+
+    def sample(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Reparameterised draw: (env action, log-prob, pre-tanh u, mean, log_std)."""
+        mean, log_std = self(obs)
+        u = mean + torch.exp(log_std) * torch.randn_like(mean)
+        return self.squash(u), self.log_prob_pre_tanh(u, mean, log_std), u, mean, log_std
+
+    def deterministic(self, obs: Tensor) -> Tensor:
+        return self.squash(self(obs)[0])
+
+
+class EnsembleMLP(nn.Module):
+    """`n` independent MLPs evaluated together with batched matmuls: [B, in] or [n, B, in] -> [n, B, out].
+
+    Used for twin critics: one batched matmul per layer instead of two, and the actor loss can
+    read Q through detached weights (`detach=True`) so no critic weight-gradients are computed.
+    Each member is initialised like `nn.Linear` (PyTorch default init).
+    """
+
+    def __init__(self, n: int, in_dim: int, out_dim: int, hidden: tuple[int, ...] = (256, 256)):
+        super().__init__()
+        dims = (in_dim, *hidden, out_dim)
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in zip(dims[:-1], dims[1:]):
+            bound = 1.0 / math.sqrt(fan_in)
+            self.weights.append(nn.Parameter(torch.empty(n, fan_in, fan_out).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(n, 1, fan_out).uniform_(-bound, bound)))
+        self.n = n
+
+    def forward(self, x: Tensor, detach: bool = False) -> Tensor:
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.n, -1, -1)
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            if detach:
+                w, b = w.detach(), b.detach()
+            x = torch.baddbmm(b, x, w)
+            if i < last:
+                x = torch.relu(x)
+        return x
+
+
+class TwinQ(nn.Module):
+    """Two Q-functions Q_j(s, a) as one ensemble: (obs [B, O], act [B, A]) -> [2, B]."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (256, 256), n: int = 2):
+        super().__init__()
+        self.net = EnsembleMLP(n, obs_dim + act_dim, 1, hidden)
+
+    def forward(self, obs: Tensor, act: Tensor, detach: bool = False) -> Tensor:
+        return self.net(torch.cat([obs, act], dim=-1), detach=detach).squeeze(-1)
+
+
+class NumpyMLP:
+    """A NumPy snapshot of an `mlp` for acting: one env step costs a few microseconds, not a
+    dozen torch dispatches. Take a fresh snapshot whenever the weights change (once per rollout)."""
+
+    def __init__(self, net: nn.Sequential):
+        self.layers: list[tuple[np.ndarray, np.ndarray, str | None]] = []
+        modules = list(net)
+        for i, module in enumerate(modules):
+            if isinstance(module, nn.Linear):
+                nxt = modules[i + 1] if i + 1 < len(modules) else None
+                act = "tanh" if isinstance(nxt, nn.Tanh) else "relu" if isinstance(nxt, nn.ReLU) else None
+                weight = module.weight.detach().numpy().T.astype(np.float64)
+                self.layers.append((np.ascontiguousarray(weight), module.bias.detach().numpy().astype(np.float64), act))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        for weight, bias, act in self.layers:
+            x = x @ weight + bias
+            if act == "tanh":
+                x = np.tanh(x)
+            elif act == "relu":
+                x = np.maximum(x, 0.0)
+        return x

@@ -1,0 +1,112 @@
+"""Clipped-surrogate PPO for continuous actions (Schulman et al., 2017, arXiv:1707.06347).
+
+Defaults follow CleanRL's `ppo_continuous_action.py` MuJoCo settings (spec agents.md §6.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from rlopt.agents.actor_critic import GaussianActorCritic, linear_fraction
+from rlopt.agents.base import EnvSpec
+from rlopt.agents.buffers import Batch, shuffled_minibatches
+from rlopt.config import check
+from rlopt.optim import FlatAdam, approx_kl, clipped_surrogate, gaussian_entropy, gaussian_log_prob
+
+
+@dataclass
+class PPOConfig:
+    lr: float = 3e-4
+    anneal_lr: bool = True  # linear decay to 0 over the run
+    adam_eps: float = 1e-5
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    rollout_steps: int = 2048  # per env
+    num_minibatches: int = 32
+    update_epochs: int = 10
+    normalize_advantages: bool = True  # per minibatch
+    clip_coef: float = 0.2
+    clip_value_loss: bool = True
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    target_kl: float | None = None  # stop the epoch loop early when approx KL exceeds this
+    hidden: tuple[int, ...] = (64, 64)
+    normalize_obs: bool = True
+    normalize_reward: bool = True
+    merge_truncation: bool = False  # compat: CleanRL treats time-limit truncation as terminal
+
+    def __post_init__(self):
+        check(self.lr > 0, "agent.lr", "must be > 0")
+        check(0 < self.gamma <= 1, "agent.gamma", "must be in (0, 1]")
+        check(0 <= self.gae_lambda <= 1, "agent.gae_lambda", "must be in [0, 1]")
+        check(self.rollout_steps >= 1, "agent.rollout_steps", "must be >= 1")
+        check(self.num_minibatches >= 1, "agent.num_minibatches", "must be >= 1")
+        check(self.update_epochs >= 1, "agent.update_epochs", "must be >= 1")
+        check(self.clip_coef > 0, "agent.clip_coef", "must be > 0")
+
+
+def ppo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, values: Tensor, old_values: Tensor,
+             returns: Tensor, entropy: Tensor, cfg: PPOConfig) -> tuple[Tensor, dict[str, Tensor]]:
+    """Total PPO loss for one minibatch; every input is a flat [B] tensor."""
+    if cfg.normalize_advantages and advantages.numel() > 1:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    log_ratio = logp - old_logp
+    ratio = log_ratio.exp()
+    policy_loss = -clipped_surrogate(ratio, advantages, cfg.clip_coef).mean()
+    if cfg.clip_value_loss:
+        clipped = old_values + (values - old_values).clamp(-cfg.clip_coef, cfg.clip_coef)
+        value_loss = 0.5 * torch.maximum((values - returns).square(), (clipped - returns).square()).mean()
+    else:
+        value_loss = 0.5 * (values - returns).square().mean()
+    entropy_mean = entropy.mean()
+    total = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy_mean
+    with torch.no_grad():
+        stats = {"loss/policy": policy_loss, "loss/value": value_loss, "stats/entropy": entropy_mean,
+                 "stats/approx_kl": approx_kl(log_ratio),
+                 "stats/clip_frac": ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()}
+    return total, {k: v.detach() for k, v in stats.items()}
+
+
+class PPOAgent(GaussianActorCritic):
+    def __init__(self, cfg: PPOConfig, spec: EnvSpec):
+        super().__init__(spec, cfg.hidden)
+        self.cfg = cfg
+        self.gamma, self.gae_lambda = cfg.gamma, cfg.gae_lambda
+        self.normalize_obs, self.normalize_reward = cfg.normalize_obs, cfg.normalize_reward
+        # one optimiser over actor and critic, as in CleanRL
+        self.optimizer = FlatAdam(self.parameters(), cfg.lr, eps=cfg.adam_eps, max_grad_norm=cfg.max_grad_norm)
+
+    def update(self, batch: Batch, iteration: int, num_iterations: int) -> dict[str, Tensor]:
+        cfg = self.cfg
+        if cfg.anneal_lr:
+            self.optimizer.lr = cfg.lr * linear_fraction(iteration, num_iterations)
+        mb_size = max(len(batch) // cfg.num_minibatches, 1)
+        stats: dict[str, Tensor] = {}
+        for _ in range(cfg.update_epochs):
+            for mb in shuffled_minibatches(batch, mb_size):
+                stats = self.update_minibatch(mb)
+            if cfg.target_kl is not None and stats["stats/approx_kl"] > cfg.target_kl:
+                break
+        stats["stats/lr"] = torch.tensor(self.optimizer.lr)
+        stats["stats/std"] = self.actor.log_std.exp().mean().detach()
+        return stats
+
+    def update_minibatch(self, mb: Batch) -> dict[str, Tensor]:
+        """One gradient step on one minibatch; returns detached metrics."""
+        mean, log_std = self.actor(mb.obs)
+        loss, stats = ppo_loss(gaussian_log_prob(mb.actions, mean, log_std), mb.logp, mb.advantages,
+                               self.critic(mb.obs), mb.values, mb.returns, gaussian_entropy(log_std), self.cfg)
+        self.optimizer.zero_grad()
+        loss.backward()
+        stats["stats/grad_norm"] = self.optimizer.step()
+        return stats
+
+    def optim_state(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_optim_state(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])

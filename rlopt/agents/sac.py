@@ -1,0 +1,154 @@
+"""Soft Actor-Critic with automatic entropy tuning (Haarnoja et al., 2018, arXiv:1812.05905).
+
+Defaults follow CleanRL's `sac_continuous_action.py` (spec agents.md §6.4). Twin critics are one
+batched ensemble, and every parameter group lives in one flat buffer (FlatAdam), which is what
+makes an update cheap on CPU; the math is unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from rlopt.agents.base import Agent, EnvSpec
+from rlopt.agents.buffers import ReplayBatch
+from rlopt.agents.networks import TanhGaussianActor, TwinQ
+from rlopt.config import check
+from rlopt.optim import FlatAdam, flatten_parameters
+
+
+@dataclass
+class SACConfig:
+    buffer_size: int = 1_000_000
+    batch_size: int = 256
+    learning_starts: int = 5_000  # uniform random actions before this many env steps
+    gamma: float = 0.99
+    tau: float = 0.005  # Polyak weight of the target critics
+    policy_lr: float = 3e-4
+    q_lr: float = 1e-3
+    alpha_lr: float = 1e-3
+    policy_frequency: int = 2  # every k updates, k actor updates (CleanRL's delayed TD3-style schedule)
+    target_frequency: int = 1
+    autotune: bool = True
+    alpha: float = 0.2  # initial / fixed temperature
+    target_entropy_scale: float = 1.0  # target entropy = -scale * dim(A)
+    hidden: tuple[int, ...] = (256, 256)
+    updates_per_step: int = 1
+
+    def __post_init__(self):
+        check(self.batch_size >= 1, "agent.batch_size", "must be >= 1")
+        check(self.buffer_size >= self.batch_size, "agent.buffer_size", "must be >= batch_size")
+        check(0 <= self.tau <= 1, "agent.tau", "must be in [0, 1]")
+        check(0 < self.gamma <= 1, "agent.gamma", "must be in (0, 1]")
+        check(self.policy_frequency >= 1, "agent.policy_frequency", "must be >= 1")
+        check(self.alpha > 0, "agent.alpha", "must be > 0")
+
+
+def sac_critic_loss(q: Tensor, rewards: Tensor, terminated: Tensor, next_q_target: Tensor, next_logp: Tensor,
+                    alpha: Tensor, gamma: float) -> tuple[Tensor, Tensor]:
+    """Sum over critics of MSE(Q_j(s, a), y); y = r + gamma (1 - term) (min_j Qbar_j(s', a') - alpha log pi(a'|s')).
+
+    q: [J, B] online critics at the stored action; next_q_target: [J, B] target critics at a' ~ pi(.|s').
+    Returns (loss, y).
+    """
+    with torch.no_grad():
+        soft_value = next_q_target.min(0).values - alpha * next_logp
+        target = rewards + gamma * (1.0 - terminated) * soft_value
+    return (q - target).square().mean(1).sum(), target
+
+
+def sac_actor_loss(logp: Tensor, q_new: Tensor, alpha: Tensor) -> Tensor:
+    """E[alpha log pi(a~|s) - min_j Q_j(s, a~)] with a~ reparameterised; q_new: [J, B]."""
+    return (alpha * logp - q_new.min(0).values).mean()
+
+
+def sac_alpha_loss(log_alpha: Tensor, logp: Tensor, target_entropy: float) -> Tensor:
+    """-E[alpha (log pi + target_entropy)]: alpha grows when entropy is below target."""
+    return -(log_alpha.exp() * (logp.detach() + target_entropy)).mean()
+
+
+class SACAgent(Agent):
+    kind = "off_policy"
+
+    def __init__(self, cfg: SACConfig, spec: EnvSpec):
+        super().__init__()
+        self.cfg = cfg
+        self.gamma = cfg.gamma
+        low, high = torch.as_tensor(spec.action_low), torch.as_tensor(spec.action_high)
+        self.actor = TanhGaussianActor(spec.obs_dim, spec.act_dim, low, high, cfg.hidden, (-5.0, 2.0), "tanh")
+        self.critic = TwinQ(spec.obs_dim, spec.act_dim, cfg.hidden)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.alpha)), requires_grad=cfg.autotune)
+        self.target_entropy = -cfg.target_entropy_scale * spec.act_dim
+        self.actor_optimizer = FlatAdam(self.actor.parameters(), cfg.policy_lr)
+        self.critic_optimizer = FlatAdam(self.critic.parameters(), cfg.q_lr)
+        self.target_flat, _ = flatten_parameters(self.critic_target.parameters(), with_grad=False)
+        self.alpha_optimizer = FlatAdam([self.log_alpha], cfg.alpha_lr) if cfg.autotune else None
+        self.updates = 0
+
+    def explore(self, obs: Tensor) -> Tensor:
+        return self.actor.sample(obs)[0]
+
+    def deterministic_action(self, obs: Tensor) -> Tensor:
+        return self.actor.deterministic(obs)
+
+    def critic_update(self, batch: ReplayBatch) -> dict[str, Tensor]:
+        alpha = self.log_alpha.detach().exp()
+        with torch.no_grad():
+            next_actions, next_logp, *_ = self.actor.sample(batch.next_obs)
+            next_q = self.critic_target(batch.next_obs, next_actions)
+        q = self.critic(batch.obs, batch.actions)
+        loss, _ = sac_critic_loss(q, batch.rewards, batch.terminated, next_q, next_logp, alpha, self.cfg.gamma)
+        self.critic_optimizer.zero_grad()
+        loss.backward()
+        self.critic_optimizer.step()
+        return {"loss/critic": loss.detach(), "stats/q": q.detach().mean()}
+
+    def actor_update(self, obs: Tensor) -> dict[str, Tensor]:
+        actions, logp, *_ = self.actor.sample(obs)
+        # critics are read through detached weights: no critic gradients are computed here
+        loss = sac_actor_loss(logp, self.critic(obs, actions, detach=True), self.log_alpha.detach().exp())
+        self.actor_optimizer.zero_grad()
+        loss.backward()
+        self.actor_optimizer.step()
+        stats = {"loss/actor": loss.detach(), "stats/entropy": -logp.detach().mean()}
+        if self.alpha_optimizer is not None:
+            alpha_loss = sac_alpha_loss(self.log_alpha, logp, self.target_entropy)
+            self.alpha_optimizer.zero_grad()
+            alpha_loss.backward()
+            self.alpha_optimizer.step()
+        stats["stats/alpha"] = self.log_alpha.detach().exp()
+        return stats
+
+    def update(self, batch: ReplayBatch) -> dict[str, Tensor]:
+        cfg = self.cfg
+        stats = self.critic_update(batch)
+        if self.updates % cfg.policy_frequency == 0:
+            for _ in range(cfg.policy_frequency):
+                stats.update(self.actor_update(batch.obs))
+        if self.updates % cfg.target_frequency == 0:
+            with torch.no_grad():
+                self.target_flat.lerp_(self.critic_optimizer.flat, cfg.tau)
+        self.updates += 1
+        return stats
+
+    def optim_state(self) -> dict:
+        state = {"actor": self.actor_optimizer.state_dict(), "critic": self.critic_optimizer.state_dict(),
+                 "updates": self.updates}
+        if self.alpha_optimizer is not None:
+            state["alpha"] = self.alpha_optimizer.state_dict()
+        return state
+
+    def load_optim_state(self, state: dict) -> None:
+        self.actor_optimizer.load_state_dict(state["actor"])
+        self.critic_optimizer.load_state_dict(state["critic"])
+        if self.alpha_optimizer is not None:
+            self.alpha_optimizer.load_state_dict(state["alpha"])
+        self.updates = int(state["updates"])
+
+
+

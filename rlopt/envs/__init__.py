@@ -1,0 +1,1 @@
+"""Environment construction, normalisation and state snapshots."""

@@ -1,0 +1,80 @@
+"""Adam over one flat parameter buffer.
+
+The networks here are small, so a step of `torch.optim.Adam` is dominated by per-tensor
+dispatch. FlatAdam moves every parameter (and its gradient) of a group into one contiguous
+buffer, so zero_grad, clipping, the Adam step and Polyak averaging are a handful of vector ops.
+The update is the same as `torch.optim.Adam` (tested to float tolerance).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+
+
+def flatten_parameters(params: Iterable[nn.Parameter], with_grad: bool = True) -> tuple[Tensor, Tensor | None]:
+    """Re-point every parameter's data (and grad) at views of new flat buffers; return (data, grad)."""
+    params = list(params)
+    if not params:
+        raise ValueError("no parameters to flatten")
+    total = sum(p.numel() for p in params)
+    ref = params[0]
+    data = torch.empty(total, dtype=ref.dtype, device=ref.device)
+    grad = torch.zeros(total, dtype=ref.dtype, device=ref.device) if with_grad else None
+    offset = 0
+    for p in params:
+        n = p.numel()
+        data[offset : offset + n].copy_(p.data.reshape(-1))
+        p.data = data[offset : offset + n].view_as(p)
+        if grad is not None:
+            p.grad = grad[offset : offset + n].view_as(p)
+        offset += n
+    return data, grad
+
+
+class FlatAdam:
+    """Adam (Kingma & Ba) with bias correction on a flat buffer; optional global-norm clipping."""
+
+    def __init__(self, params: Iterable[nn.Parameter], lr: float = 3e-4, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, max_grad_norm: float | None = None):
+        self.params = list(params)
+        self.flat, self.grad = flatten_parameters(self.params)
+        self.exp_avg = torch.zeros_like(self.flat)
+        self.exp_avg_sq = torch.zeros_like(self.flat)
+        self.steps = 0
+        self.lr, self.betas, self.eps, self.max_grad_norm = lr, betas, eps, max_grad_norm
+
+    def zero_grad(self, set_to_none: bool = False) -> None:
+        # Gradients must stay views of the flat buffer, so they are zeroed, never set to None.
+        self.grad.zero_()
+
+    def grad_norm(self) -> Tensor:
+        return torch.linalg.vector_norm(self.grad)
+
+    @torch.no_grad()
+    def step(self) -> Tensor:
+        """One Adam step; returns the gradient norm before clipping."""
+        norm = self.grad_norm()
+        if self.max_grad_norm is not None:
+            self.grad.mul_(torch.clamp(self.max_grad_norm / (norm + 1e-6), max=1.0))
+        self.steps += 1
+        beta1, beta2 = self.betas
+        self.exp_avg.lerp_(self.grad, 1.0 - beta1)
+        self.exp_avg_sq.mul_(beta2).addcmul_(self.grad, self.grad, value=1.0 - beta2)
+        bias1 = 1.0 - beta1**self.steps
+        bias2 = 1.0 - beta2**self.steps
+        denom = (self.exp_avg_sq / bias2).sqrt_().add_(self.eps)
+        self.flat.addcdiv_(self.exp_avg, denom, value=-self.lr / bias1)
+        return norm
+
+    def state_dict(self) -> dict:
+        return {"exp_avg": self.exp_avg.clone(), "exp_avg_sq": self.exp_avg_sq.clone(), "steps": self.steps,
+                "lr": self.lr}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.exp_avg.copy_(state["exp_avg"])
+        self.exp_avg_sq.copy_(state["exp_avg_sq"])
+        self.steps = int(state["steps"])
+        self.lr = float(state["lr"])
