@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from rlopt.agents.base import EnvSpec
@@ -37,6 +38,8 @@ def load_agent(ckpt: Path):
 def evaluate_run(run_dir: str | Path, episodes: int = 10, checkpoint: str | None = None, video: bool = False,
                  seed: int | None = None) -> dict:
     run_dir = Path(run_dir)
+    if video:
+        os.environ.setdefault("MUJOCO_GL", "egl")  # offscreen rendering without a display
     ckpt = resolve_checkpoint(run_dir, checkpoint)
     agent, obs_norm, cfg, meta = load_agent(ckpt)
     step = int(meta["step"])

@@ -27,7 +27,7 @@ def split_state(state: Any, tensors: dict[str, torch.Tensor], path: str = "") ->
         tensors[path] = state.detach().cpu().contiguous()
         return {TENSOR_TAG: path}
     if isinstance(state, np.ndarray):
-        tensors[path] = torch.from_numpy(np.ascontiguousarray(state))
+        tensors[path] = torch.from_numpy(np.array(state, copy=True, order="C"))
         return {NUMPY_TAG: path}
     if isinstance(state, dict):
         return {str(k): split_state(v, tensors, f"{path}/{k}" if path else str(k)) for k, v in state.items()}

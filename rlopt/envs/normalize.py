@@ -32,12 +32,12 @@ class RunningMeanStd:
         self.count = total
 
     def state_dict(self) -> dict:
-        return {"mean": self.mean.copy(), "var": self.var.copy(), "count": np.array(self.count, np.float64)}
+        return {"mean": self.mean.copy(), "var": self.var.copy(), "count": float(self.count)}
 
     def load_state_dict(self, state: dict) -> None:
         self.mean = np.array(state["mean"], np.float64)
         self.var = np.array(state["var"], np.float64)
-        self.count = float(np.asarray(state["count"]))
+        self.count = float(state["count"])
 
 
 class ObsNormalizer:

@@ -1,0 +1,96 @@
+"""Throughput side by side with Stable-Baselines3 on the same work, in the same run.
+
+    python bench/throughput.py --env Hopper-v5 --threads 2 [--repeats 2] [--out bench/results/throughput.json]
+
+Ours: PPO (1 env, 2048 steps/rollout, minibatch 64, 10 epochs) and SAC (batch 256, one update per
+env step, actor update every step, updates from the first step) through the real training loops.
+Peer: the anchor script `sb3_sps.py` (same settings; 20,480 PPO steps, 3,000 SAC steps) and
+`raw_env_sps.py` (random actions: the ceiling for any agent), run as subprocesses beside ours.
+Anchors are looked up in $RLOPT_ANCHORS, else ../shared/tools/anchors next to the checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def anchors_dir() -> Path:
+    path = Path(os.environ.get("RLOPT_ANCHORS", ROOT.parent / "shared" / "tools" / "anchors"))
+    if not (path / "sb3_sps.py").is_file():
+        sys.exit(f"anchor scripts not found in {path}; set RLOPT_ANCHORS")
+    return path
+
+
+def ours(algo: str, env_id: str, steps: int, threads: int) -> float:
+    """Env steps/s of our training loop (set-up and final evaluation excluded)."""
+    from rlopt.agents import loops
+    from rlopt.config import load_config
+
+    overrides = [f"algo={algo}", f"env.id={env_id}", f"total_steps={steps}", f"threads={threads}",
+                 "log.progress=false", "log.tensorboard=false", "checkpoint.every_steps=0", "eval.every_steps=0",
+                 f"run_dir={tempfile.mkdtemp(prefix='rlopt-bench-')}"]
+    if algo == "ppo":
+        overrides += ["agent.rollout_steps=2048", "agent.num_minibatches=32", "agent.update_epochs=10"]
+    else:  # SB3's SAC: one actor and one critic update per env step, from the first step
+        overrides += ["agent.batch_size=256", "agent.learning_starts=0", "agent.policy_frequency=1"]
+    run = loops.setup(load_config(None, overrides))
+    loop = loops.on_policy_loop if algo == "ppo" else loops.off_policy_loop
+    start = time.perf_counter()
+    loop(run, steps)
+    elapsed = time.perf_counter() - start
+    run.logger.close()
+    return run.step / elapsed
+
+
+def anchor(script: str, *args: str) -> str:
+    out = subprocess.run([sys.executable, str(anchors_dir() / script), *args], capture_output=True, text=True,
+                         check=True)
+    return out.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--env", default="Hopper-v5")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1, help="alternate ours/SB3 this many times; report medians")
+    parser.add_argument("--ppo-steps", type=int, default=20480)
+    parser.add_argument("--sac-steps", type=int, default=3000)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "throughput.json"))
+    args = parser.parse_args()
+    samples: dict[str, list[float]] = {k: [] for k in ("raw", "ppo", "sb3_ppo", "sac", "sb3_sac")}
+    for _ in range(args.repeats):
+        raw = anchor("raw_env_sps.py", args.env)
+        samples["raw"].append(float(re.search(r"single (\d+)", raw).group(1)))
+        samples["ppo"].append(ours("ppo", args.env, args.ppo_steps, args.threads))
+        samples["sac"].append(ours("sac", args.env, args.sac_steps, args.threads))
+        sb3 = anchor("sb3_sps.py", args.env, str(args.threads))
+        samples["sb3_ppo"].append(float(re.search(r"ppo_sps (\d+)", sb3).group(1)))
+        samples["sb3_sac"].append(float(re.search(r"sac_sps (\d+)", sb3).group(1)))
+        print({k: round(v[-1], 1) for k, v in samples.items()}, flush=True)
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+    report = {
+        "date": time.strftime("%Y-%m-%d"), "commit": commit.strip(), "env": args.env, "threads": args.threads,
+        "repeats": args.repeats, "cpu_count": os.cpu_count(), "samples": samples,
+        "steps_per_s": {k: round(v, 1) for k, v in med.items()},
+        "ppo_vs_sb3": round(med["ppo"] / med["sb3_ppo"], 2), "sac_vs_sb3": round(med["sac"] / med["sb3_sac"], 2),
+        "ppo_fraction_of_raw_env": round(med["ppo"] / med["raw"], 3),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
