@@ -37,9 +37,17 @@ def ours(algo: str, env_id: str, steps: int, threads: int) -> float:
     from rlopt.agents import loops
     from rlopt.config import load_config
 
-    overrides = [f"algo={algo}", f"env.id={env_id}", f"total_steps={steps}", f"threads={threads}",
-                 "log.progress=false", "log.tensorboard=false", "checkpoint.every_steps=0", "eval.every_steps=0",
-                 f"run_dir={tempfile.mkdtemp(prefix='rlopt-bench-')}"]
+    overrides = [
+        f"algo={algo}",
+        f"env.id={env_id}",
+        f"total_steps={steps}",
+        f"threads={threads}",
+        "log.progress=false",
+        "log.tensorboard=false",
+        "checkpoint.every_steps=0",
+        "eval.every_steps=0",
+        f"run_dir={tempfile.mkdtemp(prefix='rlopt-bench-')}",
+    ]
     if algo == "ppo":
         overrides += ["agent.rollout_steps=2048", "agent.num_minibatches=32", "agent.update_epochs=10"]
     else:  # SB3's SAC: one actor and one critic update per env step, from the first step
@@ -54,8 +62,9 @@ def ours(algo: str, env_id: str, steps: int, threads: int) -> float:
 
 
 def anchor(script: str, *args: str) -> str:
-    out = subprocess.run([sys.executable, str(anchors_dir() / script), *args], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, str(anchors_dir() / script), *args], capture_output=True, text=True, check=True
+    )
     return out.stdout
 
 
@@ -81,10 +90,16 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in samples.items()}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
     report = {
-        "date": time.strftime("%Y-%m-%d"), "commit": commit.strip(), "env": args.env, "threads": args.threads,
-        "repeats": args.repeats, "cpu_count": os.cpu_count(), "samples": samples,
+        "date": time.strftime("%Y-%m-%d"),
+        "commit": commit.strip(),
+        "env": args.env,
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "cpu_count": os.cpu_count(),
+        "samples": samples,
         "steps_per_s": {k: round(v, 1) for k, v in med.items()},
-        "ppo_vs_sb3": round(med["ppo"] / med["sb3_ppo"], 2), "sac_vs_sb3": round(med["sac"] / med["sb3_sac"], 2),
+        "ppo_vs_sb3": round(med["ppo"] / med["sb3_ppo"], 2),
+        "sac_vs_sb3": round(med["sac"] / med["sb3_sac"], 2),
         "ppo_fraction_of_raw_env": round(med["ppo"] / med["raw"], 3),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

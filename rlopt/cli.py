@@ -14,8 +14,13 @@ def train_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rlopt train", description="Train an agent from a YAML config.")
     parser.add_argument("--config", help="YAML config, e.g. configs/agents/mdpo_on/Hopper-v5.yaml")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
-    parser.add_argument("--stop-at", type=int, default=0, metavar="STEP",
-                        help="stop (with a checkpoint) at this env step, as if interrupted")
+    parser.add_argument(
+        "--stop-at",
+        type=int,
+        default=0,
+        metavar="STEP",
+        help="stop (with a checkpoint) at this env step, as if interrupted",
+    )
     parser.add_argument("overrides", nargs="*", help="key=value overrides with dotted keys (agent.lr=1e-4)")
     args = parser.parse_args(argv)
     from rlopt.config import load_config

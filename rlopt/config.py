@@ -172,7 +172,9 @@ def build(cls: type, values: dict, prefix: str = "") -> Any:
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ConfigError(f"{prefix}{unknown[0]}: unknown key for {cls.__name__} (valid keys: {', '.join(sorted(names))})")
+        raise ConfigError(
+            f"{prefix}{unknown[0]}: unknown key for {cls.__name__} (valid keys: {', '.join(sorted(names))})"
+        )
     kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in values.items()}
     try:
         return cls(**kwargs)

@@ -8,8 +8,15 @@ import pytest
 
 pytest.importorskip("mujoco")
 
-FAST = ["agent.rollout_steps=64", "agent.num_minibatches=2", "agent.update_epochs=1", "total_steps=256",
-        "log.every_steps=64", "eval.episodes=2", "log.progress=false"]
+FAST = [
+    "agent.rollout_steps=64",
+    "agent.num_minibatches=2",
+    "agent.update_epochs=1",
+    "total_steps=256",
+    "log.every_steps=64",
+    "eval.episodes=2",
+    "log.progress=false",
+]
 
 
 def run(*args):
@@ -33,8 +40,15 @@ def test_train_then_evaluate_writes_report_and_plot(tmp_path):
 
 def test_console_script_resume_continues(tmp_path):
     mdpo = ["agent.rollout_steps=64", "agent.inner_steps=2", "agent.vf_epochs=1", *FAST[3:]]
-    out = run("-m", "rlopt.cli", "train", "--config", "configs/agents/mdpo_on/InvertedPendulum-v5.yaml", *mdpo,
-              f"run_dir={tmp_path}")
+    out = run(
+        "-m",
+        "rlopt.cli",
+        "train",
+        "--config",
+        "configs/agents/mdpo_on/InvertedPendulum-v5.yaml",
+        *mdpo,
+        f"run_dir={tmp_path}",
+    )
     assert out.returncode == 0, out.stderr
     out = run("-m", "rlopt.cli", "train", "--resume", str(tmp_path), "total_steps=512")
     assert out.returncode == 0, out.stderr
@@ -42,14 +56,17 @@ def test_console_script_resume_continues(tmp_path):
     assert max(steps) == 512 and (tmp_path / "checkpoints" / "step_512").is_dir()
 
 
-@pytest.mark.parametrize(("override", "needle"), [
-    ("env.id=NoSuchEnv-v9", "env.id"),
-    ("agent.no_such_key=1", "agent.no_such_key"),
-    ("agent.lr=fast", "agent.lr"),
-    ("agent.gamma=1.5", "agent.gamma"),
-    ("env.num_envs=0", "env.num_envs"),
-    ("total_steps=-5", "total_steps"),
-])
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("env.id=NoSuchEnv-v9", "env.id"),
+        ("agent.no_such_key=1", "agent.no_such_key"),
+        ("agent.lr=fast", "agent.lr"),
+        ("agent.gamma=1.5", "agent.gamma"),
+        ("env.num_envs=0", "env.num_envs"),
+        ("total_steps=-5", "total_steps"),
+    ],
+)
 def test_bad_config_is_one_clear_error(tmp_path, override, needle):
     out = run("train.py", "--config", "configs/agents/ppo/InvertedPendulum-v5.yaml", override, f"run_dir={tmp_path}")
     assert out.returncode == 2

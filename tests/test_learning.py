@@ -35,8 +35,14 @@ def k_of_n(score_fn, threshold, k, n):
 
 
 def common(tmp_path, seed):
-    return [f"seed={seed}", f"run_dir={tmp_path / f's{seed}'}", "log.progress=false", "log.tensorboard=false",
-            "checkpoint.every_steps=0", "threads=1"]
+    return [
+        f"seed={seed}",
+        f"run_dir={tmp_path / f's{seed}'}",
+        "log.progress=false",
+        "log.tensorboard=false",
+        "checkpoint.every_steps=0",
+        "threads=1",
+    ]
 
 
 def test_mdpo_on_learns_inverted_pendulum(tmp_path):

@@ -35,9 +35,19 @@ def assert_same_run(full, resumed, step, skip_eval_at=None):
 
 
 def test_ppo_resume_is_exact(tmp_path):
-    overrides = ["agent.rollout_steps=64", "agent.num_minibatches=4", "agent.update_epochs=2", "env.num_envs=2",
-                 "log.every_steps=128", "eval.every_steps=256", "eval.episodes=1", "log.progress=false",
-                 "log.tensorboard=false", "checkpoint.every_steps=0", "total_steps=1024"]
+    overrides = [
+        "agent.rollout_steps=64",
+        "agent.num_minibatches=4",
+        "agent.update_epochs=2",
+        "env.num_envs=2",
+        "log.every_steps=128",
+        "eval.every_steps=256",
+        "eval.episodes=1",
+        "log.progress=false",
+        "log.tensorboard=false",
+        "checkpoint.every_steps=0",
+        "total_steps=1024",
+    ]
     path = "configs/agents/ppo/InvertedPendulum-v5.yaml"
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     train(load_config(path, [*overrides, f"run_dir={full}"]))
@@ -48,9 +58,17 @@ def test_ppo_resume_is_exact(tmp_path):
 
 
 def test_sac_resume_with_replay_buffer_is_exact(tmp_path):
-    overrides = ["agent.learning_starts=100", "agent.batch_size=32", "agent.hidden=[32,32]", "log.every_steps=50",
-                 "eval.every_steps=200", "eval.episodes=1", "log.progress=false", "log.tensorboard=false",
-                 "checkpoint.every_steps=0"]
+    overrides = [
+        "agent.learning_starts=100",
+        "agent.batch_size=32",
+        "agent.hidden=[32,32]",
+        "log.every_steps=50",
+        "eval.every_steps=200",
+        "eval.episodes=1",
+        "log.progress=false",
+        "log.tensorboard=false",
+        "checkpoint.every_steps=0",
+    ]
     path = "configs/agents/sac/Pendulum-v1.yaml"
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     train(load_config(path, [*overrides, "total_steps=600", f"run_dir={full}"]))
@@ -62,10 +80,20 @@ def test_sac_resume_with_replay_buffer_is_exact(tmp_path):
 
 
 def test_checkpoint_holds_everything(tmp_path):
-    cfg = load_config("configs/agents/mdpo_off/Pendulum-v1.yaml",
-                      ["agent.learning_starts=50", "agent.batch_size=16", "agent.hidden=[16,16]", "total_steps=100",
-                       "log.progress=false", "log.tensorboard=false", f"run_dir={tmp_path}", "eval.every_steps=0",
-                       "eval.episodes=1"])
+    cfg = load_config(
+        "configs/agents/mdpo_off/Pendulum-v1.yaml",
+        [
+            "agent.learning_starts=50",
+            "agent.batch_size=16",
+            "agent.hidden=[16,16]",
+            "total_steps=100",
+            "log.progress=false",
+            "log.tensorboard=false",
+            f"run_dir={tmp_path}",
+            "eval.every_steps=0",
+            "eval.episodes=1",
+        ],
+    )
     train(cfg)
     weights, state, meta = load_checkpoint(tmp_path / "checkpoints" / "step_100")
     assert meta["step"] == 100 and meta["iteration"] == 50

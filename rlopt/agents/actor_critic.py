@@ -18,8 +18,7 @@ class GaussianActorCritic(Agent):
 
     def __init__(self, spec: EnvSpec, hidden: tuple[int, ...], orthogonal: bool = True, log_std_init: float = 0.0):
         super().__init__()
-        self.actor = GaussianActor(spec.obs_dim, spec.act_dim, hidden, orthogonal=orthogonal,
-                                   log_std_init=log_std_init)
+        self.actor = GaussianActor(spec.obs_dim, spec.act_dim, hidden, orthogonal=orthogonal, log_std_init=log_std_init)
         self.critic = ValueNet(spec.obs_dim, hidden, orthogonal=orthogonal)
 
     def rollout_policy(self):
@@ -52,6 +51,3 @@ class GaussianActorCritic(Agent):
 def linear_fraction(iteration: int, num_iterations: int) -> float:
     """1 - k / K: the linear decay used for learning-rate annealing and MDPO's step size."""
     return 1.0 - iteration / max(num_iterations, 1)
-
-
-

@@ -52,6 +52,5 @@ def torch_optim_state(optimizer: torch.optim.Optimizer) -> dict:
 
 def load_torch_optim_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
     """Restore a state produced by torch_optim_state after a JSON round trip (keys become strings)."""
-    fixed = {"param_groups": state["param_groups"],
-             "state": {int(k): v for k, v in state["state"].items()}}
+    fixed = {"param_groups": state["param_groups"], "state": {int(k): v for k, v in state["state"].items()}}
     optimizer.load_state_dict(fixed)

@@ -45,7 +45,6 @@ class Batch:
     def __len__(self) -> int:
         return self.obs.shape[0]
 
-
     def split(self, size: int) -> list[Batch]:
         """Consecutive views of `size` rows (the last may be shorter)."""
         parts = [getattr(self, f.name).split(size) for f in fields(self)]
@@ -93,13 +92,21 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int) -> ReplayBatch:
         idx = torch.randint(0, self.size, (batch_size,))
-        return ReplayBatch(self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx],
-                           self.terminated[idx])
+        return ReplayBatch(
+            self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx], self.terminated[idx]
+        )
 
     def state_dict(self) -> dict:
         n = self.size
-        return {"obs": self.obs[:n], "next_obs": self.next_obs[:n], "actions": self.actions[:n],
-                "rewards": self.rewards[:n], "terminated": self.terminated[:n], "pos": self.pos, "size": n}
+        return {
+            "obs": self.obs[:n],
+            "next_obs": self.next_obs[:n],
+            "actions": self.actions[:n],
+            "rewards": self.rewards[:n],
+            "terminated": self.terminated[:n],
+            "pos": self.pos,
+            "size": n,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         n = int(state["size"])

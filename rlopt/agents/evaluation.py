@@ -11,9 +11,16 @@ from rlopt.envs.make import make_env
 from rlopt.envs.normalize import ObsNormalizer
 
 
-def evaluate_policy(agent, env_id: str, obs_norm: ObsNormalizer | None, episodes: int, seed: int,
-                    env_kwargs: dict | None = None, video_path: str | Path | None = None,
-                    fps: int | None = None) -> dict:
+def evaluate_policy(
+    agent,
+    env_id: str,
+    obs_norm: ObsNormalizer | None,
+    episodes: int,
+    seed: int,
+    env_kwargs: dict | None = None,
+    video_path: str | Path | None = None,
+    fps: int | None = None,
+) -> dict:
     """Run `episodes` episodes with the deterministic action; normaliser statistics stay frozen.
 
     Touches no global RNG, so evaluating in the middle of training does not change the run.
@@ -44,8 +51,13 @@ def evaluate_policy(agent, env_id: str, obs_norm: ObsNormalizer | None, episodes
             write_video(video_path, frames, fps or int(env.metadata.get("render_fps", 30)))
     finally:
         env.close()
-    return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)), "episodes": episodes,
-            "returns": returns, "mean_length": float(np.mean(lengths))}
+    return {
+        "mean_return": float(np.mean(returns)),
+        "std_return": float(np.std(returns)),
+        "episodes": episodes,
+        "returns": returns,
+        "mean_length": float(np.mean(lengths)),
+    }
 
 
 def write_video(path: str | Path, frames: list[np.ndarray], fps: int) -> None:

@@ -58,17 +58,32 @@ class Run:
         return self.obs_norm(raw_obs, update=update)
 
     def normalizer_state(self) -> dict:
-        return {"obs": None if self.obs_norm is None else self.obs_norm.state_dict(),
-                "reward": None if self.reward_scaler is None else self.reward_scaler.state_dict()}
+        return {
+            "obs": None if self.obs_norm is None else self.obs_norm.state_dict(),
+            "reward": None if self.reward_scaler is None else self.reward_scaler.state_dict(),
+        }
 
     def save(self) -> Path:
-        state = {"optim": self.agent.optim_state(), "normalizer": self.normalizer_state(), "rng": rng_state(),
-                 "env": self.envs.get_state() if self.envs.vector is None else None, "extra": self.extra_state(), "pending": self.pending,
-                 "episodes": self.episodes}
-        meta = {"step": self.step, "iteration": self.iteration, "last_log": self.last_log, "algo": self.cfg.algo,
-                "env_id": self.cfg.env.id}
+        state = {
+            "optim": self.agent.optim_state(),
+            "normalizer": self.normalizer_state(),
+            "rng": rng_state(),
+            "env": self.envs.get_state() if self.envs.vector is None else None,
+            "extra": self.extra_state(),
+            "pending": self.pending,
+            "episodes": self.episodes,
+        }
+        meta = {
+            "step": self.step,
+            "iteration": self.iteration,
+            "last_log": self.last_log,
+            "algo": self.cfg.algo,
+            "env_id": self.cfg.env.id,
+        }
         path = self.run_dir / "checkpoints" / f"step_{self.step}"
-        return save_checkpoint(path, self.agent.state_dict(), state, meta, dump_yaml(self.cfg), self.cfg.checkpoint.keep)
+        return save_checkpoint(
+            path, self.agent.state_dict(), state, meta, dump_yaml(self.cfg), self.cfg.checkpoint.keep
+        )
 
     def extra_state(self) -> dict:
         buffer = self.extra.get("buffer")
@@ -128,8 +143,14 @@ class Run:
             self.save()
 
     def evaluate_now(self) -> dict:
-        result = evaluate_policy(self.agent, self.cfg.env.id, self.obs_norm, self.cfg.eval.episodes,
-                                 seed=self.cfg.seed + 10_000, env_kwargs=self.cfg.env.kwargs)
+        result = evaluate_policy(
+            self.agent,
+            self.cfg.env.id,
+            self.obs_norm,
+            self.cfg.eval.episodes,
+            seed=self.cfg.seed + 10_000,
+            env_kwargs=self.cfg.env.kwargs,
+        )
         self.logger.log(self.step, {"eval/return": result["mean_return"], "eval/return_std": result["std_return"]})
         return result
 
@@ -148,8 +169,9 @@ def setup(cfg: RunConfig, resume: bool = False) -> Run:
     reward_scaler = RewardScaler(envs.num_envs, agent.gamma) if agent.normalize_reward else None
     run = Run(cfg, envs, agent, obs_norm, reward_scaler)
     if agent.kind == "off_policy":
-        run.extra["buffer"] = ReplayBuffer(min(agent.cfg.buffer_size, cfg.total_steps + envs.num_envs),
-                                           envs.obs_dim, envs.act_dim)
+        run.extra["buffer"] = ReplayBuffer(
+            min(agent.cfg.buffer_size, cfg.total_steps + envs.num_envs), envs.obs_dim, envs.act_dim
+        )
     raw = envs.reset(cfg.seed)
     if obs_norm is not None:
         obs_norm(raw, update=True)
@@ -157,9 +179,15 @@ def setup(cfg: RunConfig, resume: bool = False) -> Run:
         run.restore(resolve_checkpoint(cfg.run_dir))
     run.run_dir.mkdir(parents=True, exist_ok=True)
     (run.run_dir / "config.yaml").write_text(dump_yaml(cfg))
-    run.logger = Logger(run.run_dir, cfg.total_steps, start_step=run.step, progress=cfg.log.progress,
-                        tensorboard=cfg.log.tensorboard,
-                        wandb_project=cfg.log.wandb_project if cfg.log.wandb else None, config=to_dict(cfg))
+    run.logger = Logger(
+        run.run_dir,
+        cfg.total_steps,
+        start_step=run.step,
+        progress=cfg.log.progress,
+        tensorboard=cfg.log.tensorboard,
+        wandb_project=cfg.log.wandb_project if cfg.log.wandb else None,
+        config=to_dict(cfg),
+    )
     return run
 
 
@@ -174,9 +202,11 @@ def train(cfg: RunConfig, resume: bool = False, stop_at: int = 0) -> Run:
         run.save()
         if run.step >= cfg.total_steps:
             result = run.evaluate_now()
-            run.logger.bar.write(f"final deterministic eval over {result['episodes']} episodes: "
-                                 f"{result['mean_return']:.1f} +- {result['std_return']:.1f} "
-                                 f"({time.perf_counter() - start:.0f}s)")
+            run.logger.bar.write(
+                f"final deterministic eval over {result['episodes']} episodes: "
+                f"{result['mean_return']:.1f} +- {result['std_return']:.1f} "
+                f"({time.perf_counter() - start:.0f}s)"
+            )
     finally:
         run.logger.close()
         run.envs.close()
@@ -192,8 +222,10 @@ def collect(run: Run, rollout: Rollout) -> None:
     agent, envs = run.agent, run.envs
     act = agent.rollout_policy()
     merge_truncation = getattr(agent.cfg, "merge_truncation", False)
-    store = {name: getattr(rollout, name).numpy() for name in
-             ("obs", "actions", "logp", "values", "rewards", "terminated", "ended", "next_values")}
+    store = {
+        name: getattr(rollout, name).numpy()
+        for name in ("obs", "actions", "logp", "values", "rewards", "terminated", "ended", "next_values")
+    }
     obs = run.normalize(envs.obs)
     for t in range(rollout.obs.shape[0]):
         actions, logp, values = act(obs)
@@ -233,11 +265,24 @@ def on_policy_loop(run: Run, stop_at: int) -> None:
         before = run.step
         rollout.next_values.zero_()
         collect(run, rollout)
-        advantages, returns = gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated,
-                                  rollout.ended, agent.gamma, agent.gae_lambda)
+        advantages, returns = gae(
+            rollout.rewards,
+            rollout.values,
+            rollout.next_values,
+            rollout.terminated,
+            rollout.ended,
+            agent.gamma,
+            agent.gae_lambda,
+        )
         flat = lambda x: x.reshape(steps_per_iter, *x.shape[2:])
-        batch = Batch(flat(rollout.obs), flat(rollout.actions), flat(rollout.logp), flat(rollout.values),
-                      flat(advantages), flat(returns))
+        batch = Batch(
+            flat(rollout.obs),
+            flat(rollout.actions),
+            flat(rollout.logp),
+            flat(rollout.values),
+            flat(advantages),
+            flat(returns),
+        )
         stats = agent.update(batch, run.iteration, num_iterations)
         stats["stats/explained_variance"] = explained_variance(batch.values, batch.returns)
         run.record(stats)
@@ -263,8 +308,13 @@ def off_policy_loop(run: Run, stop_at: int) -> None:
         run.on_episodes(result.episode_returns, result.episode_lengths)
         next_obs = torch.from_numpy(run.normalize(result.obs))
         final_obs = torch.from_numpy(run.normalize(result.final_obs))
-        buffer.add(obs, actions, torch.from_numpy(result.rewards).float(), final_obs,
-                   torch.from_numpy(result.terminated).float())
+        buffer.add(
+            obs,
+            actions,
+            torch.from_numpy(result.rewards).float(),
+            final_obs,
+            torch.from_numpy(result.terminated).float(),
+        )
         obs = next_obs
         run.step += envs.num_envs
         if run.step > cfg.learning_starts:

@@ -58,15 +58,27 @@ def step_size(iteration: int, num_iterations: int, cfg: MDPOConfig) -> float:
     return max(cfg.t_init * linear_fraction(iteration, num_iterations), cfg.t_min)
 
 
-def mdpo_policy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mean: Tensor, log_std: Tensor,
-                     old_mean: Tensor, old_log_std: Tensor, t_k: float) -> tuple[Tensor, dict[str, Tensor]]:
+def mdpo_policy_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mean: Tensor,
+    log_std: Tensor,
+    old_mean: Tensor,
+    old_log_std: Tensor,
+    t_k: float,
+) -> tuple[Tensor, dict[str, Tensor]]:
     """-(mean(ratio * A) - mean KL(pi_theta || pi_theta_k) / t_k); inputs [B] and [B, A]."""
     ratio = torch.exp(logp - old_logp)
     surrogate = (ratio * advantages).mean()
     kl = gaussian_kl(mean, log_std, old_mean, old_log_std).mean()  # new || old: neg-entropy Bregman
     loss = -(surrogate - kl / t_k)
-    stats = {"loss/policy": loss, "stats/surrogate": surrogate, "stats/kl": kl,
-             "stats/max_ratio_dev": (ratio - 1.0).abs().max()}
+    stats = {
+        "loss/policy": loss,
+        "stats/surrogate": surrogate,
+        "stats/kl": kl,
+        "stats/max_ratio_dev": (ratio - 1.0).abs().max(),
+    }
     return loss, {k: v.detach() for k, v in stats.items()}
 
 
@@ -86,20 +98,30 @@ class MDPOAgent(GaussianActorCritic):
         self.gae_lambda = 1.0 if cfg.minimal else cfg.gae_lambda
         self.normalize_obs = self.normalize_reward = not cfg.minimal
         self.old_actor = copy.deepcopy(self.actor).requires_grad_(False)  # pi_theta_k, never trained
-        self.policy_optimizer = FlatAdam(self.actor.parameters(), cfg.lr, eps=cfg.adam_eps,
-                                         max_grad_norm=cfg.max_grad_norm)
+        self.policy_optimizer = FlatAdam(
+            self.actor.parameters(), cfg.lr, eps=cfg.adam_eps, max_grad_norm=cfg.max_grad_norm
+        )
         self.value_optimizer = FlatAdam(self.critic.parameters(), cfg.vf_lr, eps=cfg.adam_eps)
 
     def sync_old_policy(self) -> None:
         """theta_k <- theta (hard copy; the rollout was collected by this policy)."""
         self.old_actor.load_state_dict(self.actor.state_dict())
 
-    def policy_step(self, batch: Batch, advantages: Tensor, old_mean: Tensor, old_log_std: Tensor,
-                    t_k: float) -> dict[str, Tensor]:
+    def policy_step(
+        self, batch: Batch, advantages: Tensor, old_mean: Tensor, old_log_std: Tensor, t_k: float
+    ) -> dict[str, Tensor]:
         """One full-batch Adam step on the MDPO policy objective."""
         mean, log_std = self.actor(batch.obs)
-        loss, stats = mdpo_policy_loss(gaussian_log_prob(batch.actions, mean, log_std), batch.logp, advantages,
-                                       mean, log_std, old_mean, old_log_std, t_k)
+        loss, stats = mdpo_policy_loss(
+            gaussian_log_prob(batch.actions, mean, log_std),
+            batch.logp,
+            advantages,
+            mean,
+            log_std,
+            old_mean,
+            old_log_std,
+            t_k,
+        )
         self.policy_optimizer.zero_grad()
         loss.backward()
         stats["stats/grad_norm"] = self.policy_optimizer.step()

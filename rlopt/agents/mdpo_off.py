@@ -53,22 +53,44 @@ class MDPOOffConfig:
 def squashed_log_prob(u: Tensor, mean: Tensor, log_std: Tensor, log_scale: Tensor, q: float = 1.0) -> Tensor:
     """log pi(tanh-squashed a | s) at pre-tanh u: [B, A] -> [B]; for q != 1 the per-dimension
     densities pass through the q-logarithm (MDPO-Tsallis) before summing."""
-    per_dim = -0.5 * ((u - mean) * torch.exp(-log_std)).square() - log_std - 0.5 * torch.log(
-        torch.tensor(2.0 * torch.pi)) - log1m_tanh_sq(u) - log_scale
+    per_dim = (
+        -0.5 * ((u - mean) * torch.exp(-log_std)).square()
+        - log_std
+        - 0.5 * torch.log(torch.tensor(2.0 * torch.pi))
+        - log1m_tanh_sq(u)
+        - log_scale
+    )
     if q == 1.0:
         return per_dim.sum(-1)
     return log_q(per_dim.exp(), q).sum(-1)
 
 
-def mdpo_off_actor_loss(logp_new: Tensor, logp_old: Tensor, q1: Tensor, mean: Tensor, log_std: Tensor,
-                        kl_coef: float, ent_coef: float, reg_coef: float) -> Tensor:
+def mdpo_off_actor_loss(
+    logp_new: Tensor,
+    logp_old: Tensor,
+    q1: Tensor,
+    mean: Tensor,
+    log_std: Tensor,
+    kl_coef: float,
+    ent_coef: float,
+    reg_coef: float,
+) -> Tensor:
     """mean[c l_new + (lambda - c) l_old - Q1] + reg (mean mu^2 + mean log_std^2); [B] and [B, A] in."""
     objective = kl_coef * logp_new + (ent_coef - kl_coef) * logp_old - q1
     return objective.mean() + reg_coef * (mean.square().mean() + log_std.square().mean())
 
 
-def mdpo_off_critic_loss(q: Tensor, v: Tensor, rewards: Tensor, terminated: Tensor, next_v_target: Tensor,
-                         q_new_min: Tensor, logp_new: Tensor, ent_coef: float, gamma: float) -> Tensor:
+def mdpo_off_critic_loss(
+    q: Tensor,
+    v: Tensor,
+    rewards: Tensor,
+    terminated: Tensor,
+    next_v_target: Tensor,
+    q_new_min: Tensor,
+    logp_new: Tensor,
+    ent_coef: float,
+    gamma: float,
+) -> Tensor:
     """SAC-v1 critics: 0.5 sum_j E(Q_j - y_Q)^2 + 0.5 E(V - y_V)^2 with
     y_Q = r + gamma (1 - term) Vbar(s') and y_V = min_j Q_j(s, a~) - lambda log pi_theta(a~|s) (stop-grad)."""
     with torch.no_grad():
@@ -92,7 +114,7 @@ class MDPOOffAgent(Agent):
         self.value_target = copy.deepcopy(self.value_net).requires_grad_(False)
         self.actor_optimizer = FlatAdam(self.actor.parameters(), cfg.lr)
         self.critic_optimizer = FlatAdam([*self.critic.parameters(), *self.value_net.parameters()], cfg.lr)
-        self.value_flat = self.critic_optimizer.flat[-sum(p.numel() for p in self.value_net.parameters()):]
+        self.value_flat = self.critic_optimizer.flat[-sum(p.numel() for p in self.value_net.parameters()) :]
         self.value_target_flat, _ = flatten_parameters(self.value_target.parameters(), with_grad=False)
         self.updates = 0
 
@@ -116,16 +138,29 @@ class MDPOOffAgent(Agent):
         logp_new = squashed_log_prob(u, mean, log_std, log_scale, cfg.tsallis_q)
         logp_old = squashed_log_prob(u, old_mean, old_log_std, log_scale, cfg.tsallis_q)  # grad flows via u
         q_new = self.critic(batch.obs, actions, detach=True)  # the actor reads Q1 only (reference code)
-        actor_loss = mdpo_off_actor_loss(logp_new, logp_old, q_new[0], mean, log_std, cfg.kl_coef, cfg.ent_coef,
-                                         cfg.reg_coef)
+        actor_loss = mdpo_off_actor_loss(
+            logp_new, logp_old, q_new[0], mean, log_std, cfg.kl_coef, cfg.ent_coef, cfg.reg_coef
+        )
         with torch.no_grad():
             next_v = self.value_target(batch.next_obs)
-        critic_loss = mdpo_off_critic_loss(self.critic(batch.obs, batch.actions), self.value_net(batch.obs),
-                                           batch.rewards, batch.terminated, next_v, q_new.detach().min(0).values,
-                                           logp_new.detach(), cfg.ent_coef, cfg.gamma)
-        stats = {"loss/actor": actor_loss.detach(), "loss/critic": critic_loss.detach(),
-                 "stats/kl_old": (logp_new - logp_old).detach().mean(), "stats/entropy": -logp_new.detach().mean(),
-                 "stats/q": q_new[0].detach().mean()}
+        critic_loss = mdpo_off_critic_loss(
+            self.critic(batch.obs, batch.actions),
+            self.value_net(batch.obs),
+            batch.rewards,
+            batch.terminated,
+            next_v,
+            q_new.detach().min(0).values,
+            logp_new.detach(),
+            cfg.ent_coef,
+            cfg.gamma,
+        )
+        stats = {
+            "loss/actor": actor_loss.detach(),
+            "loss/critic": critic_loss.detach(),
+            "stats/kl_old": (logp_new - logp_old).detach().mean(),
+            "stats/entropy": -logp_new.detach().mean(),
+            "stats/q": q_new[0].detach().mean(),
+        }
         return actor_loss, critic_loss, stats
 
     def update(self, batch: ReplayBatch) -> dict[str, Tensor]:
@@ -145,8 +180,11 @@ class MDPOOffAgent(Agent):
         return stats
 
     def optim_state(self) -> dict:
-        return {"actor": self.actor_optimizer.state_dict(), "critic": self.critic_optimizer.state_dict(),
-                "updates": self.updates}
+        return {
+            "actor": self.actor_optimizer.state_dict(),
+            "critic": self.critic_optimizer.state_dict(),
+            "updates": self.updates,
+        }
 
     def load_optim_state(self, state: dict) -> None:
         self.actor_optimizer.load_state_dict(state["actor"])

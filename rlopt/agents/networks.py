@@ -21,8 +21,14 @@ def layer_init(layer: nn.Linear, gain: float, orthogonal: bool = True) -> nn.Lin
     return layer
 
 
-def mlp(in_dim: int, out_dim: int, hidden: tuple[int, ...], activation: str = "tanh", orthogonal: bool = True,
-        out_gain: float = 1.0) -> nn.Sequential:
+def mlp(
+    in_dim: int,
+    out_dim: int,
+    hidden: tuple[int, ...],
+    activation: str = "tanh",
+    orthogonal: bool = True,
+    out_gain: float = 1.0,
+) -> nn.Sequential:
     """Fully connected net: in -> hidden... -> out, activation between layers, linear output."""
     layers: list[nn.Module] = []
     last = in_dim
@@ -36,8 +42,15 @@ def mlp(in_dim: int, out_dim: int, hidden: tuple[int, ...], activation: str = "t
 class GaussianActor(nn.Module):
     """Diagonal Gaussian policy with a state-independent log-std (on-policy agents)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (64, 64), activation: str = "tanh",
-                 orthogonal: bool = True, log_std_init: float = 0.0):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: tuple[int, ...] = (64, 64),
+        activation: str = "tanh",
+        orthogonal: bool = True,
+        log_std_init: float = 0.0,
+    ):
         super().__init__()
         self.mean_net = mlp(obs_dim, act_dim, hidden, activation, orthogonal, out_gain=0.01)
         self.log_std = nn.Parameter(torch.full((act_dim,), float(log_std_init)))
@@ -57,8 +70,9 @@ class GaussianActor(nn.Module):
 class ValueNet(nn.Module):
     """State-value function V(s): [B, obs_dim] -> [B]."""
 
-    def __init__(self, obs_dim: int, hidden: tuple[int, ...] = (64, 64), activation: str = "tanh",
-                 orthogonal: bool = True):
+    def __init__(
+        self, obs_dim: int, hidden: tuple[int, ...] = (64, 64), activation: str = "tanh", orthogonal: bool = True
+    ):
         super().__init__()
         self.net = mlp(obs_dim, 1, hidden, activation, orthogonal, out_gain=1.0)
 
@@ -73,9 +87,16 @@ class TanhGaussianActor(nn.Module):
     `"clip"` clamps it (SAC-v1 / MDPO-off).
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, action_low: Tensor, action_high: Tensor,
-                 hidden: tuple[int, ...] = (256, 256), log_std_range: tuple[float, float] = (-5.0, 2.0),
-                 log_std_mode: str = "tanh"):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        action_low: Tensor,
+        action_high: Tensor,
+        hidden: tuple[int, ...] = (256, 256),
+        log_std_range: tuple[float, float] = (-5.0, 2.0),
+        log_std_mode: str = "tanh",
+    ):
         super().__init__()
         self.trunk = mlp(obs_dim, 2 * act_dim, hidden, "relu", orthogonal=False)
         self.log_std_min, self.log_std_max = log_std_range

@@ -49,8 +49,16 @@ class PPOConfig:
         check(self.clip_coef > 0, "agent.clip_coef", "must be > 0")
 
 
-def ppo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, values: Tensor, old_values: Tensor,
-             returns: Tensor, entropy: Tensor, cfg: PPOConfig) -> tuple[Tensor, dict[str, Tensor]]:
+def ppo_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    values: Tensor,
+    old_values: Tensor,
+    returns: Tensor,
+    entropy: Tensor,
+    cfg: PPOConfig,
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Total PPO loss for one minibatch; every input is a flat [B] tensor."""
     if cfg.normalize_advantages and advantages.numel() > 1:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
@@ -65,9 +73,13 @@ def ppo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, values: Tensor,
     entropy_mean = entropy.mean()
     total = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy_mean
     with torch.no_grad():
-        stats = {"loss/policy": policy_loss, "loss/value": value_loss, "stats/entropy": entropy_mean,
-                 "stats/approx_kl": approx_kl(log_ratio),
-                 "stats/clip_frac": ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()}
+        stats = {
+            "loss/policy": policy_loss,
+            "loss/value": value_loss,
+            "stats/entropy": entropy_mean,
+            "stats/approx_kl": approx_kl(log_ratio),
+            "stats/clip_frac": ((ratio - 1.0).abs() > cfg.clip_coef).float().mean(),
+        }
     return total, {k: v.detach() for k, v in stats.items()}
 
 
@@ -98,8 +110,16 @@ class PPOAgent(GaussianActorCritic):
     def update_minibatch(self, mb: Batch) -> dict[str, Tensor]:
         """One gradient step on one minibatch; returns detached metrics."""
         mean, log_std = self.actor(mb.obs)
-        loss, stats = ppo_loss(gaussian_log_prob(mb.actions, mean, log_std), mb.logp, mb.advantages,
-                               self.critic(mb.obs), mb.values, mb.returns, gaussian_entropy(log_std), self.cfg)
+        loss, stats = ppo_loss(
+            gaussian_log_prob(mb.actions, mean, log_std),
+            mb.logp,
+            mb.advantages,
+            self.critic(mb.obs),
+            mb.values,
+            mb.returns,
+            gaussian_entropy(log_std),
+            self.cfg,
+        )
         self.optimizer.zero_grad()
         loss.backward()
         stats["stats/grad_norm"] = self.optimizer.step()

@@ -21,8 +21,7 @@ def load_agent(ckpt: Path):
     cfg = load_config(ckpt / "config.yaml")
     env = make_env(cfg.env.id, **cfg.env.kwargs)
     space = env.action_space
-    spec = EnvSpec(int(env.observation_space.shape[0]), int(space.shape[0]), space.low, space.high, 1,
-                   cfg.total_steps)
+    spec = EnvSpec(int(env.observation_space.shape[0]), int(space.shape[0]), space.low, space.high, 1, cfg.total_steps)
     env.close()
     agent = get_algo(cfg.algo).agent_cls(cfg.agent, spec)
     weights, state, meta = load_checkpoint(ckpt)
@@ -35,8 +34,9 @@ def load_agent(ckpt: Path):
     return agent, obs_norm, cfg, meta
 
 
-def evaluate_run(run_dir: str | Path, episodes: int = 10, checkpoint: str | None = None, video: bool = False,
-                 seed: int | None = None) -> dict:
+def evaluate_run(
+    run_dir: str | Path, episodes: int = 10, checkpoint: str | None = None, video: bool = False, seed: int | None = None
+) -> dict:
     run_dir = Path(run_dir)
     if video:
         os.environ.setdefault("MUJOCO_GL", "egl")  # offscreen rendering without a display
@@ -44,11 +44,26 @@ def evaluate_run(run_dir: str | Path, episodes: int = 10, checkpoint: str | None
     agent, obs_norm, cfg, meta = load_agent(ckpt)
     step = int(meta["step"])
     video_path = run_dir / "videos" / f"{cfg.algo}-{cfg.env.id}-step{step}.mp4" if video else None
-    result = evaluate_policy(agent, cfg.env.id, obs_norm, episodes, cfg.seed + 10_000 if seed is None else seed,
-                             cfg.env.kwargs, video_path=video_path)
-    report = {"mean_return": result["mean_return"], "std_return": result["std_return"], "episodes": episodes,
-              "env_id": cfg.env.id, "algo": cfg.algo, "step": step, "checkpoint": ckpt.name,
-              "mean_length": result["mean_length"], "returns": result["returns"]}
+    result = evaluate_policy(
+        agent,
+        cfg.env.id,
+        obs_norm,
+        episodes,
+        cfg.seed + 10_000 if seed is None else seed,
+        cfg.env.kwargs,
+        video_path=video_path,
+    )
+    report = {
+        "mean_return": result["mean_return"],
+        "std_return": result["std_return"],
+        "episodes": episodes,
+        "env_id": cfg.env.id,
+        "algo": cfg.algo,
+        "step": step,
+        "checkpoint": ckpt.name,
+        "mean_length": result["mean_length"],
+        "returns": result["returns"],
+    }
     if video_path is not None:
         report["video"] = str(video_path)
     plot = plot_learning_curve(run_dir)

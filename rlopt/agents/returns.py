@@ -6,8 +6,15 @@ import torch
 from torch import Tensor
 
 
-def gae(rewards: Tensor, values: Tensor, next_values: Tensor, terminated: Tensor, ended: Tensor,
-        gamma: float, gae_lambda: float) -> tuple[Tensor, Tensor]:
+def gae(
+    rewards: Tensor,
+    values: Tensor,
+    next_values: Tensor,
+    terminated: Tensor,
+    ended: Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[Tensor, Tensor]:
     """Generalised advantage estimation (Schulman et al., 2016, arXiv:1506.02438).
 
     rewards, values, next_values, terminated, ended: [T, N]. `next_values[t]` is V of the real

@@ -48,8 +48,15 @@ class SACConfig:
         check(self.alpha > 0, "agent.alpha", "must be > 0")
 
 
-def sac_critic_loss(q: Tensor, rewards: Tensor, terminated: Tensor, next_q_target: Tensor, next_logp: Tensor,
-                    alpha: Tensor, gamma: float) -> tuple[Tensor, Tensor]:
+def sac_critic_loss(
+    q: Tensor,
+    rewards: Tensor,
+    terminated: Tensor,
+    next_q_target: Tensor,
+    next_logp: Tensor,
+    alpha: Tensor,
+    gamma: float,
+) -> tuple[Tensor, Tensor]:
     """Sum over critics of MSE(Q_j(s, a), y); y = r + gamma (1 - term) (min_j Qbar_j(s', a') - alpha log pi(a'|s')).
 
     q: [J, B] online critics at the stored action; next_q_target: [J, B] target critics at a' ~ pi(.|s').
@@ -137,8 +144,11 @@ class SACAgent(Agent):
         return stats
 
     def optim_state(self) -> dict:
-        state = {"actor": self.actor_optimizer.state_dict(), "critic": self.critic_optimizer.state_dict(),
-                 "updates": self.updates}
+        state = {
+            "actor": self.actor_optimizer.state_dict(),
+            "critic": self.critic_optimizer.state_dict(),
+            "updates": self.updates,
+        }
         if self.alpha_optimizer is not None:
             state["alpha"] = self.alpha_optimizer.state_dict()
         return state
@@ -149,6 +159,3 @@ class SACAgent(Agent):
         if self.alpha_optimizer is not None:
             self.alpha_optimizer.load_state_dict(state["alpha"])
         self.updates = int(state["updates"])
-
-
-

@@ -57,8 +57,9 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(ckpt_dir: str | Path, weights: dict[str, torch.Tensor], state: dict, meta: dict,
-                    config_yaml: str, keep: int = 0) -> Path:
+def save_checkpoint(
+    ckpt_dir: str | Path, weights: dict[str, torch.Tensor], state: dict, meta: dict, config_yaml: str, keep: int = 0
+) -> Path:
     """Write checkpoints/step_<N> atomically: model.safetensors, state.safetensors, state.json, config.yaml.
 
     `weights` is the inference state (what `evaluate` needs); `state` holds optimisers, buffers,
@@ -122,8 +123,11 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, di
 
 def rng_state() -> dict:
     """Python, NumPy and torch global RNG states (JSON/tensor mix)."""
-    return {"python": _tuples_to_lists(random.getstate()), "numpy": np.random.get_state(legacy=False),
-            "torch": torch.get_rng_state()}
+    return {
+        "python": _tuples_to_lists(random.getstate()),
+        "numpy": np.random.get_state(legacy=False),
+        "torch": torch.get_rng_state(),
+    }
 
 
 def set_rng_state(state: dict) -> None:

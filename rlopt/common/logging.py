@@ -18,14 +18,25 @@ class Logger:
     so metrics.jsonl always describes one continuous run.
     """
 
-    def __init__(self, run_dir: str | Path, total_steps: int, start_step: int = 0, progress: bool = True,
-                 tensorboard: bool = True, wandb_project: str | None = None, config: dict | None = None):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        total_steps: int,
+        start_step: int = 0,
+        progress: bool = True,
+        tensorboard: bool = True,
+        wandb_project: str | None = None,
+        config: dict | None = None,
+    ):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / "metrics.jsonl"
         if start_step > 0 and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= start_step]
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= start_step
+            ]
             self.path.write_text("".join(line + "\n" for line in kept))
         elif start_step == 0 and self.path.exists():
             self.path.unlink()
@@ -40,8 +51,9 @@ class Logger:
             import wandb  # opt-in dependency
 
             self.wandb = wandb.init(project=wandb_project, config=config, dir=str(self.run_dir), resume="allow")
-        self.bar = tqdm(total=total_steps, initial=start_step, disable=not progress, unit="step",
-                        dynamic_ncols=True, smoothing=0.05)
+        self.bar = tqdm(
+            total=total_steps, initial=start_step, disable=not progress, unit="step", dynamic_ncols=True, smoothing=0.05
+        )
         self.recent_returns: deque[float] = deque(maxlen=20)
         self.start_time = time.perf_counter()
         self.start_step = start_step
@@ -53,8 +65,7 @@ class Logger:
         """Move the progress bar to env step `step`."""
         self.bar.update(step - self.bar.n)
         if self.recent_returns:
-            self.bar.set_postfix_str(f"return {sum(self.recent_returns) / len(self.recent_returns):.1f}",
-                                     refresh=False)
+            self.bar.set_postfix_str(f"return {sum(self.recent_returns) / len(self.recent_returns):.1f}", refresh=False)
 
     def steps_per_second(self, step: int) -> float:
         return (step - self.start_step) / max(time.perf_counter() - self.start_time, 1e-9)

@@ -60,13 +60,16 @@ class VecEnv:
             obs_space, space = self.envs[0].observation_space, self.envs[0].action_space
         else:
             autoreset = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
-            self.vector = gym.make_vec(cfg.id, num_envs=cfg.num_envs, vectorization_mode="async",
-                                       vector_kwargs=autoreset, **cfg.kwargs)
+            self.vector = gym.make_vec(
+                cfg.id, num_envs=cfg.num_envs, vectorization_mode="async", vector_kwargs=autoreset, **cfg.kwargs
+            )
             self.envs = []
             obs_space, space = self.vector.single_observation_space, self.vector.single_action_space
         if not isinstance(space, gym.spaces.Box):
-            raise ConfigError(f"env.id: {cfg.id!r} has a {type(space).__name__} action space; "
-                              "the agents here need continuous (Box) actions")
+            raise ConfigError(
+                f"env.id: {cfg.id!r} has a {type(space).__name__} action space; "
+                "the agents here need continuous (Box) actions"
+            )
         self.obs_dim = int(np.prod(obs_space.shape))
         self.act_dim = int(np.prod(space.shape))
         self.action_low = space.low.astype(np.float32).reshape(-1)
@@ -106,8 +109,13 @@ class VecEnv:
         obs, rewards, terminated, truncated, info = self.vector.step(actions)
         ended = terminated | truncated
         finals = {int(i): info["final_obs"][i] for i in np.flatnonzero(ended)}
-        return (obs.reshape(self.num_envs, -1).astype(np.float32), np.asarray(rewards, np.float64),
-                np.asarray(terminated, bool), np.asarray(truncated, bool), finals)
+        return (
+            obs.reshape(self.num_envs, -1).astype(np.float32),
+            np.asarray(rewards, np.float64),
+            np.asarray(terminated, bool),
+            np.asarray(truncated, bool),
+            finals,
+        )
 
     def step(self, actions: np.ndarray) -> StepResult:
         actions = np.clip(actions, self.action_low, self.action_high)
@@ -139,8 +147,12 @@ class VecEnv:
         """Everything needed to continue exactly: simulator states, time limits, RNGs, episode stats."""
         if self.vector is not None:
             raise RuntimeError("exact env state is only available with env.vectorization=sync")
-        return {"envs": [get_env_state(e) for e in self.envs], "obs": self.obs.tolist(),
-                "ep_return": self.ep_return.tolist(), "ep_length": self.ep_length.tolist()}
+        return {
+            "envs": [get_env_state(e) for e in self.envs],
+            "obs": self.obs.tolist(),
+            "ep_return": self.ep_return.tolist(),
+            "ep_length": self.ep_length.tolist(),
+        }
 
     def set_state(self, state: dict) -> None:
         for env, env_state in zip(self.envs, state["envs"]):
@@ -190,7 +202,8 @@ def set_env_state(env: gym.Env, state: dict) -> None:
     if "mujoco" in state:
         import mujoco
 
-        mujoco.mj_setState(base.model, base.data, np.asarray(state["mujoco"], np.float64),
-                           mujoco.mjtState.mjSTATE_INTEGRATION)
+        mujoco.mj_setState(
+            base.model, base.data, np.asarray(state["mujoco"], np.float64), mujoco.mjtState.mjSTATE_INTEGRATION
+        )
     else:
         base.state = np.asarray(state["state"], np.float64)

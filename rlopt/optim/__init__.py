@@ -14,6 +14,15 @@ from rlopt.optim.proximity import (
 )
 
 __all__ = [
-    "FlatAdam", "flatten_parameters", "approx_kl", "clipped_surrogate", "gaussian_entropy", "gaussian_kl",
-    "gaussian_log_prob", "log1m_tanh_sq", "log_q", "polyak_update", "tanh_gaussian_log_prob",
+    "FlatAdam",
+    "flatten_parameters",
+    "approx_kl",
+    "clipped_surrogate",
+    "gaussian_entropy",
+    "gaussian_kl",
+    "gaussian_log_prob",
+    "log1m_tanh_sq",
+    "log_q",
+    "polyak_update",
+    "tanh_gaussian_log_prob",
 ]

@@ -37,8 +37,14 @@ def flatten_parameters(params: Iterable[nn.Parameter], with_grad: bool = True) -
 class FlatAdam:
     """Adam (Kingma & Ba) with bias correction on a flat buffer; optional global-norm clipping."""
 
-    def __init__(self, params: Iterable[nn.Parameter], lr: float = 3e-4, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, max_grad_norm: float | None = None):
+    def __init__(
+        self,
+        params: Iterable[nn.Parameter],
+        lr: float = 3e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        max_grad_norm: float | None = None,
+    ):
         self.params = list(params)
         self.flat, self.grad = flatten_parameters(self.params)
         self.exp_avg = torch.zeros_like(self.flat)
@@ -70,8 +76,12 @@ class FlatAdam:
         return norm
 
     def state_dict(self) -> dict:
-        return {"exp_avg": self.exp_avg.clone(), "exp_avg_sq": self.exp_avg_sq.clone(), "steps": self.steps,
-                "lr": self.lr}
+        return {
+            "exp_avg": self.exp_avg.clone(),
+            "exp_avg_sq": self.exp_avg_sq.clone(),
+            "steps": self.steps,
+            "lr": self.lr,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.exp_avg.copy_(state["exp_avg"])

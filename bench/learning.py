@@ -1,0 +1,150 @@
+"""Learning benchmarks: several algorithms x envs x seeds as parallel processes, then one summary.
+
+    python bench/learning.py --algos mdpo_on ppo --envs Hopper-v5 --seeds 0 1 2 --steps 1000000 \
+        --root runs/bench --out bench/results/learning_onpolicy.json
+
+Each job is `train.py --config configs/agents/<algo>/<env>.yaml` (1 torch thread); a job whose run
+directory already holds a checkpoint is resumed, so the same command continues an interrupted
+benchmark. The summary holds each run's final deterministic evaluation (10 episodes) and its eval
+curve; `--plot` draws mean +- std curves per (algo, env).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_job(algo: str, env: str, seed: int, steps: int, root: Path, extra: list[str], time_limit: float) -> dict:
+    run_dir = root / f"{algo}-{env}-s{seed}"
+    if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("step_*")):
+        cmd = [sys.executable, "train.py", "--resume", str(run_dir), f"total_steps={steps}"]
+    else:
+        cmd = [
+            sys.executable,
+            "train.py",
+            "--config",
+            f"configs/agents/{algo}/{env}.yaml",
+            f"seed={seed}",
+            f"total_steps={steps}",
+            f"run_dir={run_dir}",
+            "threads=1",
+            "log.progress=false",
+            *extra,
+        ]
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=time_limit or None)
+        status = "done" if proc.returncode == 0 else f"failed: {proc.stderr[-500:]}"
+    except subprocess.TimeoutExpired:
+        status = "time limit"
+    return {
+        "algo": algo,
+        "env": env,
+        "seed": seed,
+        "status": status,
+        "wall_s": round(time.perf_counter() - start),
+        **read_run(run_dir),
+    }
+
+
+def read_run(run_dir: Path) -> dict:
+    rows = []
+    if (run_dir / "metrics.jsonl").exists():
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    evals = [(r["step"], r["eval/return"], r.get("eval/return_std")) for r in rows if r.get("eval/return") is not None]
+    steps = max((r["step"] for r in rows), default=0)
+    out = {"steps": steps, "eval_curve": evals}
+    if evals:
+        out["final_eval_mean"], out["final_eval_std"] = evals[-1][1], evals[-1][2]
+    return out
+
+
+def summarize(results: list[dict]) -> dict:
+    table = {}
+    for key in sorted({(r["algo"], r["env"]) for r in results}):
+        runs = [r for r in results if (r["algo"], r["env"]) == key and "final_eval_mean" in r]
+        finals = [r["final_eval_mean"] for r in runs]
+        table[f"{key[0]}/{key[1]}"] = {
+            "seeds": len(finals),
+            "steps": [r["steps"] for r in runs],
+            "final_eval_mean_over_seeds": float(np.mean(finals)) if finals else None,
+            "final_eval_std_over_seeds": float(np.std(finals)) if finals else None,
+            "per_seed": finals,
+        }
+    return table
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = sorted({r["env"] for r in results})
+    fig, axes = plt.subplots(1, len(envs), figsize=(5.5 * len(envs), 4), squeeze=False)
+    for ax, env in zip(axes[0], envs):
+        for algo in sorted({r["algo"] for r in results if r["env"] == env}):
+            curves = [r["eval_curve"] for r in results if r["env"] == env and r["algo"] == algo and r["eval_curve"]]
+            if not curves:
+                continue
+            n = min(len(c) for c in curves)
+            steps = np.array([c[i][0] for i in range(n) for c in curves[:1]])
+            values = np.array([[c[i][1] for i in range(n)] for c in curves])
+            mean, std = values.mean(0), values.std(0)
+            ax.plot(steps, mean, label=f"{algo} ({len(curves)} seeds)")
+            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+        ax.set_title(env)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("deterministic eval return")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--algos", nargs="+", required=True)
+    parser.add_argument("--envs", nargs="+", required=True)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=1_000_000)
+    parser.add_argument("--root", default="runs/bench")
+    parser.add_argument("--workers", type=int, default=0, help="parallel jobs (default: one per job)")
+    parser.add_argument("--time-limit", type=float, default=0, help="seconds per job (0 = none)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--plot", default="")
+    parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every job")
+    args = parser.parse_args()
+    jobs = [(a, e, s) for a in args.algos for e in args.envs for s in args.seeds]
+    root = Path(args.root).resolve()
+    with ThreadPoolExecutor(args.workers or len(jobs)) as pool:
+        futures = [pool.submit(run_job, a, e, s, args.steps, root, args.overrides, args.time_limit) for a, e, s in jobs]
+        results = [f.result() for f in futures]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+    report = {
+        "date": time.strftime("%Y-%m-%d"),
+        "commit": commit.strip(),
+        "target_steps": args.steps,
+        "summary": summarize(results),
+        "runs": results,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    if args.plot:
+        plot(results, Path(args.plot))
+    print(json.dumps(report["summary"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
