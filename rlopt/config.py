@@ -81,6 +81,8 @@ class RunConfig:
     def __post_init__(self):
         check(self.total_steps >= 1, "total_steps", f"must be >= 1, got {self.total_steps}")
         check(self.threads >= 0, "threads", "must be >= 0")
+        cuda = self.device.startswith("cuda")
+        check(self.device == "cpu" or cuda, "device", f"must be cpu or cuda[:N], got {self.device!r}")
         if not self.run_dir:
             self.run_dir = f"runs/{self.algo}-{self.env.id}-s{self.seed}"
 

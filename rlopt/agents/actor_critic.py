@@ -9,6 +9,7 @@ from torch import Tensor
 
 from rlopt.agents.base import Agent, EnvSpec
 from rlopt.agents.networks import GaussianActor, NumpyMLP, ValueNet
+from rlopt.config import ConfigError
 
 
 class GaussianActorCritic(Agent):
@@ -18,6 +19,8 @@ class GaussianActorCritic(Agent):
 
     def __init__(self, spec: EnvSpec, hidden: tuple[int, ...], orthogonal: bool = True, log_std_init: float = 0.0):
         super().__init__()
+        if spec.device != "cpu":
+            raise ConfigError("device: on-policy agents act with NumPy and train on CPU (64-64 nets are fastest there)")
         self.actor = GaussianActor(spec.obs_dim, spec.act_dim, hidden, orthogonal=orthogonal, log_std_init=log_std_init)
         self.critic = ValueNet(spec.obs_dim, hidden, orthogonal=orthogonal)
 

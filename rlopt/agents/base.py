@@ -19,6 +19,7 @@ class EnvSpec:
     action_high: np.ndarray
     num_envs: int = 1
     total_steps: int = 1_000_000  # schedules (lr annealing, MDPO t_k) span the run
+    device: str = "cpu"  # off-policy agents may train on CUDA; on-policy agents act and learn on CPU
 
 
 class Agent(nn.Module):

@@ -79,9 +79,9 @@ class ReplayBuffer:
         self.size = 0
 
     def add(self, obs: Tensor, actions: Tensor, rewards: Tensor, next_obs: Tensor, terminated: Tensor) -> None:
-        """Add a batch of N transitions ([N, ...] tensors)."""
+        """Add a batch of N transitions ([N, ...] tensors, moved to the buffer's device)."""
         n = obs.shape[0]
-        idx = (torch.arange(n) + self.pos) % self.capacity
+        idx = (torch.arange(n, device=self.obs.device) + self.pos) % self.capacity
         self.obs[idx] = obs
         self.actions[idx] = actions
         self.rewards[idx] = rewards
@@ -91,7 +91,7 @@ class ReplayBuffer:
         self.size = min(self.size + n, self.capacity)
 
     def sample(self, batch_size: int) -> ReplayBatch:
-        idx = torch.randint(0, self.size, (batch_size,))
+        idx = torch.randint(0, self.size, (batch_size,), device=self.obs.device)
         return ReplayBatch(
             self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx], self.terminated[idx]
         )

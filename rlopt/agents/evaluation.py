@@ -27,6 +27,7 @@ def evaluate_policy(
     With `video_path`, the first episode is rendered offscreen and written as an MP4.
     """
     env = make_env(env_id, render_mode="rgb_array" if video_path else None, **(env_kwargs or {}))
+    device = next(agent.parameters()).device
     returns, lengths, frames = [], [], []
     try:
         for episode in range(episodes):
@@ -39,7 +40,7 @@ def evaluate_policy(
                 if obs_norm is not None:
                     x = obs_norm(x, update=False)
                 with torch.no_grad():
-                    action = agent.deterministic_action(torch.from_numpy(x))[0].numpy()
+                    action = agent.deterministic_action(torch.from_numpy(x).to(device))[0].cpu().numpy()
                 action = np.clip(action, env.action_space.low, env.action_space.high)
                 obs, reward, terminated, truncated, _ = env.step(action)
                 total += float(reward)

@@ -163,14 +163,16 @@ def setup(cfg: RunConfig, resume: bool = False) -> Run:
     """Seed, build envs/agent/normalisers (and restore the latest checkpoint when resuming)."""
     seed_everything(cfg.seed, cfg.threads)
     envs = VecEnv(cfg.env)
-    spec = EnvSpec(envs.obs_dim, envs.act_dim, envs.action_low, envs.action_high, envs.num_envs, cfg.total_steps)
+    spec = EnvSpec(
+        envs.obs_dim, envs.act_dim, envs.action_low, envs.action_high, envs.num_envs, cfg.total_steps, cfg.device
+    )
     agent = build_agent(cfg, spec)
     obs_norm = ObsNormalizer((envs.obs_dim,)) if agent.normalize_obs else None
     reward_scaler = RewardScaler(envs.num_envs, agent.gamma) if agent.normalize_reward else None
     run = Run(cfg, envs, agent, obs_norm, reward_scaler)
     if agent.kind == "off_policy":
         run.extra["buffer"] = ReplayBuffer(
-            min(agent.cfg.buffer_size, cfg.total_steps + envs.num_envs), envs.obs_dim, envs.act_dim
+            min(agent.cfg.buffer_size, cfg.total_steps + envs.num_envs), envs.obs_dim, envs.act_dim, cfg.device
         )
     raw = envs.reset(cfg.seed)
     if obs_norm is not None:
@@ -296,6 +298,7 @@ def off_policy_loop(run: Run, stop_at: int) -> None:
     buffer: ReplayBuffer = run.extra["buffer"]
     low, high = torch.from_numpy(envs.action_low), torch.from_numpy(envs.action_high)
     updates_per_step = envs.num_envs * getattr(cfg, "updates_per_step", 1)
+    device = run.cfg.device
     obs = torch.from_numpy(run.normalize(envs.obs))
     while run.step < min(stop_at, run.cfg.total_steps):
         before = run.step
@@ -303,7 +306,7 @@ def off_policy_loop(run: Run, stop_at: int) -> None:
             actions = low + (high - low) * torch.rand(envs.num_envs, envs.act_dim)
         else:
             with torch.no_grad():
-                actions = agent.explore(obs)
+                actions = agent.explore(obs.to(device)).cpu()
         result = envs.step(actions.numpy())
         run.on_episodes(result.episode_returns, result.episode_lengths)
         next_obs = torch.from_numpy(run.normalize(result.obs))

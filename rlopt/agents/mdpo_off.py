@@ -112,6 +112,7 @@ class MDPOOffAgent(Agent):
         self.critic = TwinQ(spec.obs_dim, spec.act_dim, cfg.hidden)
         self.value_net = ValueNet(spec.obs_dim, cfg.hidden, activation="relu", orthogonal=False)
         self.value_target = copy.deepcopy(self.value_net).requires_grad_(False)
+        self.to(spec.device)  # before flattening: the flat buffers live where the weights live
         self.actor_optimizer = FlatAdam(self.actor.parameters(), cfg.lr)
         self.critic_optimizer = FlatAdam([*self.critic.parameters(), *self.value_net.parameters()], cfg.lr)
         self.value_flat = self.critic_optimizer.flat[-sum(p.numel() for p in self.value_net.parameters()) :]

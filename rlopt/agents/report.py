@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+import torch
+
 from rlopt.agents.base import EnvSpec
 from rlopt.agents.evaluation import evaluate_policy
 from rlopt.common.checkpoint import load_checkpoint, resolve_checkpoint
@@ -21,7 +23,9 @@ def load_agent(ckpt: Path):
     cfg = load_config(ckpt / "config.yaml")
     env = make_env(cfg.env.id, **cfg.env.kwargs)
     space = env.action_space
-    spec = EnvSpec(int(env.observation_space.shape[0]), int(space.shape[0]), space.low, space.high, 1, cfg.total_steps)
+    device = cfg.device if torch.cuda.is_available() else "cpu"
+    shape = int(env.observation_space.shape[0]), int(space.shape[0])
+    spec = EnvSpec(*shape, space.low, space.high, 1, cfg.total_steps, device)
     env.close()
     agent = get_algo(cfg.algo).agent_cls(cfg.agent, spec)
     weights, state, meta = load_checkpoint(ckpt)

@@ -91,6 +91,7 @@ class SACAgent(Agent):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.alpha)), requires_grad=cfg.autotune)
         self.target_entropy = -cfg.target_entropy_scale * spec.act_dim
+        self.to(spec.device)  # before flattening: the flat buffers live where the weights live
         self.actor_optimizer = FlatAdam(self.actor.parameters(), cfg.policy_lr)
         self.critic_optimizer = FlatAdam(self.critic.parameters(), cfg.q_lr)
         self.target_flat, _ = flatten_parameters(self.critic_target.parameters(), with_grad=False)

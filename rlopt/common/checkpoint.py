@@ -123,11 +123,14 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, di
 
 def rng_state() -> dict:
     """Python, NumPy and torch global RNG states (JSON/tensor mix)."""
-    return {
+    state = {
         "python": _tuples_to_lists(random.getstate()),
         "numpy": np.random.get_state(legacy=False),
         "torch": torch.get_rng_state(),
     }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict) -> None:
@@ -135,6 +138,8 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _tuples_to_lists(value: Any) -> Any:
