@@ -82,11 +82,12 @@ class ReplayBuffer:
         """Add a batch of N transitions ([N, ...] tensors, moved to the buffer's device)."""
         n = obs.shape[0]
         idx = (torch.arange(n, device=self.obs.device) + self.pos) % self.capacity
-        self.obs[idx] = obs
-        self.actions[idx] = actions
-        self.rewards[idx] = rewards
-        self.next_obs[idx] = next_obs
-        self.terminated[idx] = terminated
+        device = self.obs.device
+        self.obs[idx] = obs.to(device)
+        self.actions[idx] = actions.to(device)
+        self.rewards[idx] = rewards.to(device)
+        self.next_obs[idx] = next_obs.to(device)
+        self.terminated[idx] = terminated.to(device)
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
