@@ -49,6 +49,9 @@ class MDPOConfig:
         check(0 <= self.gae_lambda <= 1, "agent.gae_lambda", "must be in [0, 1]")
         check(self.rollout_steps >= 1, "agent.rollout_steps", "must be >= 1")
         check(self.vf_minibatch_size >= 1, "agent.vf_minibatch_size", "must be >= 1")
+        check(self.vf_epochs >= 1, "agent.vf_epochs", "must be >= 1")
+        check(self.max_grad_norm > 0, "agent.max_grad_norm", "must be > 0")
+        check(self.lr > 0 and self.vf_lr > 0, "agent.lr", "learning rates must be > 0")
 
 
 def step_size(iteration: int, num_iterations: int, cfg: MDPOConfig) -> float:

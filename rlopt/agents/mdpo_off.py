@@ -106,7 +106,8 @@ class MDPOOffAgent(Agent):
         super().__init__()
         self.cfg = cfg
         self.gamma = cfg.gamma
-        low, high = torch.as_tensor(spec.action_low), torch.as_tensor(spec.action_high)
+        low = torch.as_tensor(spec.action_low, dtype=torch.float32)
+        high = torch.as_tensor(spec.action_high, dtype=torch.float32)
         self.actor = TanhGaussianActor(spec.obs_dim, spec.act_dim, low, high, cfg.hidden, (-20.0, 2.0), "clip")
         self.old_actor = copy.deepcopy(self.actor).requires_grad_(False)  # pi_theta_k
         self.critic = TwinQ(spec.obs_dim, spec.act_dim, cfg.hidden)

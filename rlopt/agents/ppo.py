@@ -47,6 +47,7 @@ class PPOConfig:
         check(self.num_minibatches >= 1, "agent.num_minibatches", "must be >= 1")
         check(self.update_epochs >= 1, "agent.update_epochs", "must be >= 1")
         check(self.clip_coef > 0, "agent.clip_coef", "must be > 0")
+        check(self.max_grad_norm > 0, "agent.max_grad_norm", "must be > 0")
 
 
 def ppo_loss(

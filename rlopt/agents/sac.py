@@ -45,6 +45,7 @@ class SACConfig:
         check(0 <= self.tau <= 1, "agent.tau", "must be in [0, 1]")
         check(0 < self.gamma <= 1, "agent.gamma", "must be in (0, 1]")
         check(self.policy_frequency >= 1, "agent.policy_frequency", "must be >= 1")
+        check(self.target_frequency >= 1, "agent.target_frequency", "must be >= 1")
         check(self.alpha > 0, "agent.alpha", "must be > 0")
 
 
@@ -85,7 +86,8 @@ class SACAgent(Agent):
         super().__init__()
         self.cfg = cfg
         self.gamma = cfg.gamma
-        low, high = torch.as_tensor(spec.action_low), torch.as_tensor(spec.action_high)
+        low = torch.as_tensor(spec.action_low, dtype=torch.float32)
+        high = torch.as_tensor(spec.action_high, dtype=torch.float32)
         self.actor = TanhGaussianActor(spec.obs_dim, spec.act_dim, low, high, cfg.hidden, (-5.0, 2.0), "tanh")
         self.critic = TwinQ(spec.obs_dim, spec.act_dim, cfg.hidden)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)

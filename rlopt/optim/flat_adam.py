@@ -45,6 +45,8 @@ class FlatAdam:
         eps: float = 1e-8,
         max_grad_norm: float | None = None,
     ):
+        if max_grad_norm is not None and max_grad_norm <= 0:
+            raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}")
         self.params = list(params)
         self.flat, self.grad = flatten_parameters(self.params)
         self.exp_avg = torch.zeros_like(self.flat)

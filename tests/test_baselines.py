@@ -1,0 +1,317 @@
+"""PPO (spec agents.md §6.1) and SAC (§6.4) fidelity checks, plus one-update-step properties:
+the right parameters move, frozen/target ones do not, and the same seed gives identical metrics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+import rlopt.agents.ppo as ppo_module
+from rlopt.agents.base import EnvSpec
+from rlopt.agents.buffers import Batch, ReplayBatch
+from rlopt.agents.mdpo import MDPOAgent, MDPOConfig
+from rlopt.agents.mdpo_off import MDPOOffAgent, MDPOOffConfig
+from rlopt.agents.ppo import PPOAgent, PPOConfig, ppo_loss
+from rlopt.agents.sac import SACAgent, SACConfig, sac_alpha_loss, sac_critic_loss
+from rlopt.optim import approx_kl, clipped_surrogate, tanh_gaussian_log_prob
+
+OBS_DIM, ACT_DIM = 3, 2
+LOW = np.array([-2.0, -1.0], np.float32)  # VecEnv hands the agents float32 bounds
+HIGH = np.array([2.0, 3.0], np.float32)
+SPEC = EnvSpec(OBS_DIM, ACT_DIM, LOW, HIGH)
+
+
+def params(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def unchanged(module: torch.nn.Module, before: list[torch.Tensor]) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(module.parameters(), before))
+
+
+def on_policy_batch(agent, size: int = 64) -> Batch:
+    obs = torch.randn(size, OBS_DIM)
+    with torch.no_grad():
+        actions, logp = agent.actor.sample(obs)
+        values = agent.critic(obs)
+    advantages = actions[:, 0] + 0.5 * torch.randn(size)
+    return Batch(obs, actions, logp, values, advantages, values + advantages)
+
+
+def replay_batch(size: int = 16) -> ReplayBatch:
+    actions = torch.from_numpy(LOW + (HIGH - LOW) * np.random.random_sample((size, ACT_DIM)).astype(np.float32))
+    terminated = (torch.arange(size) % 4 == 0).float()
+    return ReplayBatch(
+        torch.randn(size, OBS_DIM), actions, torch.randn(size), torch.randn(size, OBS_DIM) + 2.0, terminated
+    )
+
+
+def make_ppo(**overrides) -> PPOAgent:
+    return PPOAgent(PPOConfig(hidden=(16, 16), **overrides), SPEC)
+
+
+def make_sac(**overrides) -> SACAgent:
+    return SACAgent(SACConfig(hidden=(32, 32), batch_size=16, buffer_size=100, **overrides), SPEC)
+
+
+# ----------------------------------------------------------------------------- PPO
+
+
+def test_ppo_first_minibatch_ratio_one(monkeypatch):
+    """At the first minibatch of an update the policy is still the behaviour policy: ratio 1, clip_frac 0."""
+    # pure loss: logp == old_logp gives ratio 1, approx_kl 0, clip_frac 0, policy loss -mean(A)
+    cfg = PPOConfig(normalize_advantages=False)
+    logp, adv = torch.randn(32), torch.randn(32)
+    zeros = torch.zeros(32)
+    _, stats = ppo_loss(logp, logp.clone(), adv, zeros, zeros, zeros, zeros, cfg)
+    assert stats["stats/clip_frac"].item() == 0.0 and stats["stats/approx_kl"].item() == 0.0
+    assert stats["loss/policy"].item() == pytest.approx(-adv.mean().item(), abs=1e-7)
+
+    # in PPOAgent.update: record the ratio each minibatch sees
+    ratios: list[torch.Tensor] = []
+
+    def recording_surrogate(ratio, advantages, clip_coef):
+        ratios.append(ratio.detach().clone())
+        return clipped_surrogate(ratio, advantages, clip_coef)
+
+    monkeypatch.setattr(ppo_module, "clipped_surrogate", recording_surrogate)
+    agent = make_ppo(num_minibatches=4, update_epochs=2)
+    stats_seen: list[dict] = []
+    inner = agent.update_minibatch
+
+    def recording_update(mb):
+        stats_seen.append(inner(mb))
+        return stats_seen[-1]
+
+    agent.update_minibatch = recording_update
+    agent.update(on_policy_batch(agent), iteration=0, num_iterations=10)
+
+    assert len(ratios) == 8 and len(stats_seen) == 8
+    assert (ratios[0] - 1).abs().max().item() < 1e-6
+    assert stats_seen[0]["stats/clip_frac"].item() == 0.0
+    assert abs(stats_seen[0]["stats/approx_kl"].item()) < 1e-10
+    assert (ratios[-1] - 1).abs().max().item() > 1e-4  # later minibatches see a moved policy
+
+
+def test_ppo_clip_identity():
+    """min(rA, clip(r)A) equals rA when |r - 1| < eps; the gradient vanishes exactly for samples clipped on
+    the side the advantage favours (A > 0, r > 1 + eps or A < 0, r < 1 - eps) and only for those."""
+    eps = 0.2
+    ratio = torch.tensor([0.9, 1.1, 0.95, 1.15, 1.5, 0.5, 0.5, 1.5])
+    adv = torch.tensor([1.0, -1.0, -2.0, 2.0, 1.0, -1.0, 1.0, -1.0])
+    inside = (ratio - 1).abs() < eps
+    surrogate = clipped_surrogate(ratio, adv, eps)
+    torch.testing.assert_close(surrogate[inside], (ratio * adv)[inside], atol=0, rtol=0)
+    torch.testing.assert_close(surrogate[~inside], torch.tensor([1.2, -0.8, 0.5, -1.5]))
+
+    cfg = PPOConfig(clip_coef=eps, normalize_advantages=False, ent_coef=0.0)
+    logp = ratio.log().requires_grad_(True)  # old_logp = 0, so exp(logp - old_logp) = ratio
+    values = torch.zeros(8)
+    loss, stats = ppo_loss(logp, torch.zeros(8), adv, values, values, values, torch.zeros(8), cfg)
+    (grad,) = torch.autograd.grad(loss, logp)
+    expected = -(ratio * adv) / 8  # d/dlogp of -mean(r A) where the unclipped branch is active
+    expected[4:6] = 0.0  # clipped on the favoured side: no gradient
+    torch.testing.assert_close(grad, expected)
+    assert (grad[6:] != 0).all()  # clipped on the unfavoured side: the pessimistic bound keeps the gradient
+    assert stats["stats/clip_frac"].item() == 0.5
+
+
+def test_ppo_value_loss_clipping():
+    cfg = PPOConfig(clip_coef=0.2, normalize_advantages=False)
+    zeros = torch.zeros(2)
+    values, old_values, returns = torch.tensor([1.0, 1.0]), torch.zeros(2), torch.tensor([0.0, 2.0])
+    _, stats = ppo_loss(zeros, zeros, zeros, values, old_values, returns, zeros, cfg)
+    # max((V - R)^2, (V_old + clip(V - V_old) - R)^2): [max(1, 0.04), max(1, 3.24)] -> 0.5 * mean
+    assert stats["loss/value"].item() == pytest.approx(0.5 * (1.0 + 3.24) / 2)
+    _, plain = ppo_loss(zeros, zeros, zeros, values, old_values, returns, zeros, PPOConfig(clip_value_loss=False))
+    assert plain["loss/value"].item() == pytest.approx(0.5)
+
+
+def test_approx_kl_nonnegative_and_unbiased():
+    log_ratio = 3.0 * torch.randn(1000)
+    assert approx_kl(log_ratio).item() >= 0
+    assert ((torch.expm1(log_ratio) - log_ratio) >= 0).all()
+    assert approx_kl(torch.zeros(10)).item() == 0.0
+    r = log_ratio.exp()
+    assert approx_kl(log_ratio).item() == pytest.approx(((r - 1) - r.log()).mean().item(), rel=1e-5)
+    # k3 at samples of the old policy estimates KL(old || new)
+    dtype = torch.float64
+    old, new = Normal(torch.tensor(0.0, dtype=dtype), 1.0), Normal(torch.tensor(0.3, dtype=dtype), 1.2)
+    x = old.sample((1_000_000,))
+    estimate = approx_kl(new.log_prob(x) - old.log_prob(x)).item()
+    assert estimate == pytest.approx(kl_divergence(old, new).item(), rel=0.02)
+
+
+def test_ppo_update_anneals_lr_and_moves_both_nets():
+    agent = make_ppo(num_minibatches=2, update_epochs=1)
+    actor_before, critic_before = params(agent.actor), params(agent.critic)
+    stats = agent.update(on_policy_batch(agent), iteration=5, num_iterations=20)
+    assert stats["stats/lr"].item() == pytest.approx(3e-4 * 0.75)
+    assert not unchanged(agent.actor, actor_before) and not unchanged(agent.critic, critic_before)
+    assert all(torch.isfinite(v).all() for v in stats.values())
+
+
+# ----------------------------------------------------------------------------- SAC
+
+
+def test_sac_target_uses_next_action():
+    """y = r + gamma (1 - term) (min_j Qbar_j(s', a') - alpha log pi(a'|s')) with a' ~ pi(.|s') from the
+    current actor and the target critics; reproduced from the same noise draw."""
+    agent = make_sac(gamma=0.9, alpha=0.3)
+    with torch.no_grad():  # target critics != online critics, so using the online ones would be caught
+        for p in agent.critic_target.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    batch = replay_batch()
+    actor, alpha = agent.actor, 0.3
+
+    torch.manual_seed(123)
+    noise = torch.randn(16, ACT_DIM)  # the draw actor.sample makes inside critic_update
+    with torch.no_grad():
+
+        def soft_value(action_obs, critic):
+            mean, log_std = actor(action_obs)  # a' ~ pi(.|action_obs), evaluated at Q(s', a')
+            u = mean + log_std.exp() * noise
+            q = critic(batch.next_obs, actor.squash(u))
+            return q, tanh_gaussian_log_prob(u, mean, log_std, actor.scale)
+
+        q_next, logp_next = soft_value(batch.next_obs, agent.critic_target)
+
+        def target_from(next_value):
+            return batch.rewards + 0.9 * (1 - batch.terminated) * next_value
+
+        target = target_from(q_next.min(0).values - alpha * logp_next)
+        q = agent.critic(batch.obs, batch.actions)
+        expected = (q - target).square().mean(1).sum()
+
+        def loss_for(y):
+            return (q - y).square().mean(1).sum().item()
+
+        q_cur, logp_cur = soft_value(batch.obs, agent.critic_target)  # action from s instead of s'
+        q_online, _ = soft_value(batch.next_obs, agent.critic)
+        wrong = {
+            "current-state action": target_from(q_cur.min(0).values - alpha * logp_cur),
+            "online critics": target_from(q_online.min(0).values - alpha * logp_next),
+            "Q1 only": target_from(q_next[0] - alpha * logp_next),
+            "no entropy term": target_from(q_next.min(0).values),
+        }
+    for name, y in wrong.items():
+        assert abs(loss_for(y) - expected.item()) > 1e-3, name
+
+    # the pure loss returns this target
+    loss, y = sac_critic_loss(q, batch.rewards, batch.terminated, q_next, logp_next, torch.tensor(alpha), 0.9)
+    torch.testing.assert_close(y, target)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+    torch.manual_seed(123)
+    stats = agent.critic_update(batch)
+    assert stats["loss/critic"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_sac_alpha_moves_up_when_entropy_below_target():
+    target_entropy = -2.0
+    for logp_value, direction in ((3.0, +1), (1.0, -1)):  # entropy -3 < -2 (too low) / -1 > -2 (too high)
+        log_alpha = torch.tensor(math.log(0.5), requires_grad=True)
+        loss = sac_alpha_loss(log_alpha, torch.full((8,), logp_value), target_entropy)
+        (grad,) = torch.autograd.grad(loss, log_alpha)
+        assert grad.item() == pytest.approx(-0.5 * (logp_value + target_entropy))  # -alpha (log pi + H_bar)
+        with torch.no_grad():
+            stepped = log_alpha - 0.1 * grad
+        assert direction * (stepped.exp() - 0.5).item() > 0
+
+    # inside SACAgent.actor_update: a nearly deterministic actor (log-std -5) raises alpha; a unit-std one
+    # centred at 0 (entropy ~ 6 nats after tanh and the scale, above -dim A = -2) lowers it.
+    # log_std = -5 + 3.5 (tanh(raw) + 1): raw = -10 gives -5, raw = atanh(3/7) gives 0.
+    for raw, direction in ((-10.0, +1), (math.atanh(3 / 7), -1)):
+        agent = make_sac(alpha=0.2)
+        with torch.no_grad():
+            last = agent.actor.trunk[-1]
+            last.weight.zero_()
+            last.bias[:ACT_DIM].zero_()
+            last.bias[ACT_DIM:].fill_(raw)
+        stats = agent.actor_update(torch.randn(16, OBS_DIM))
+        entropy_gap = stats["stats/entropy"].item() - agent.target_entropy
+        assert direction * entropy_gap < 0
+        assert direction * (stats["stats/alpha"].item() - 0.2) > 0
+
+
+def test_sac_updates_move_the_right_parameters():
+    tau = 0.1
+    agent = make_sac(tau=tau, policy_frequency=2)
+    batch = replay_batch()
+    snap = lambda: (
+        params(agent.actor),
+        params(agent.critic),
+        params(agent.critic_target),
+        agent.log_alpha.detach().clone(),
+    )
+
+    actor0, critic0, target0, alpha0 = snap()
+    agent.critic_update(batch)
+    assert not unchanged(agent.critic, critic0)
+    assert unchanged(agent.actor, actor0) and unchanged(agent.critic_target, target0)
+    assert torch.equal(agent.log_alpha.detach(), alpha0)
+
+    actor1, critic1, target1, alpha1 = snap()
+    agent.actor_update(batch.obs)
+    assert not unchanged(agent.actor, actor1) and not torch.equal(agent.log_alpha.detach(), alpha1)
+    assert unchanged(agent.critic, critic1) and unchanged(agent.critic_target, target1)
+
+    # a full update at updates % policy_frequency == 0: critic, 2 actor steps, then Polyak with tau
+    agent.updates = 0
+    actor2, _, target2, _ = snap()
+    agent.update(batch)
+    assert not unchanged(agent.actor, actor2)
+    for p_bar, p_old, p in zip(agent.critic_target.parameters(), target2, agent.critic.parameters()):
+        torch.testing.assert_close(p_bar, (1 - tau) * p_old + tau * p, atol=1e-7, rtol=1e-6)
+    # the next update is a delayed one: the critic moves, the actor does not
+    actor3, critic3, _, _ = snap()
+    agent.update(batch)
+    assert unchanged(agent.actor, actor3) and not unchanged(agent.critic, critic3)
+
+
+def test_sac_accepts_float64_action_bounds():
+    agent = SACAgent(
+        SACConfig(hidden=(8, 8)), EnvSpec(OBS_DIM, ACT_DIM, LOW.astype(np.float64), HIGH.astype(np.float64))
+    )
+    stats = agent.update(replay_batch())
+    assert torch.isfinite(stats["loss/critic"])
+
+
+# ----------------------------------------------------------------------------- determinism
+
+
+def run_updates(algo: str, seed: int) -> list[dict[str, torch.Tensor]]:
+    """Build an agent and run three updates on seeded synthetic data; returns every update's metrics."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    if algo == "ppo":
+        agent = PPOAgent(PPOConfig(hidden=(16, 16), num_minibatches=4, update_epochs=2), SPEC)
+    elif algo == "mdpo_on":
+        agent = MDPOAgent(MDPOConfig(hidden=(16, 16), inner_steps=3, vf_epochs=1, vf_minibatch_size=16), SPEC)
+    elif algo == "sac":
+        agent = make_sac()
+    else:
+        agent = MDPOOffAgent(MDPOOffConfig(hidden=(32, 32), batch_size=16, buffer_size=100, copy_every=2), SPEC)
+    out = []
+    for k in range(3):
+        if agent.kind == "on_policy":
+            out.append(agent.update(on_policy_batch(agent), k, 10))
+        else:
+            out.append(agent.update(replay_batch()))
+    return out
+
+
+@pytest.mark.parametrize("algo", ["ppo", "mdpo_on", "sac", "mdpo_off"])
+def test_same_seed_bit_identical_metrics(algo):
+    first, second, other = run_updates(algo, 7), run_updates(algo, 7), run_updates(algo, 8)
+    for a, b in zip(first, second):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(torch.as_tensor(a[key]), torch.as_tensor(b[key])), key
+    losses = [key for key in first[-1] if key.startswith("loss/")]
+    assert losses and all(torch.isfinite(torch.as_tensor(first[-1][k])) for k in losses)
+    assert any(not torch.equal(torch.as_tensor(first[-1][k]), torch.as_tensor(other[-1][k])) for k in losses)
