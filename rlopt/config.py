@@ -73,7 +73,7 @@ class RunConfig:
     total_steps: int = 1_000_000
     run_dir: str = ""  # empty = runs/<algo>-<env>-s<seed>
     device: str = "cpu"
-    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    threads: int = 0  # torch intra-op threads; 0 = auto (1 for on-policy agents, torch's default otherwise)
     log: LogConfig = field(default_factory=LogConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)

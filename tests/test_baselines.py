@@ -15,7 +15,7 @@ from rlopt.agents.base import EnvSpec
 from rlopt.agents.buffers import Batch, ReplayBatch
 from rlopt.agents.mdpo import MDPOAgent, MDPOConfig
 from rlopt.agents.mdpo_off import MDPOOffAgent, MDPOOffConfig
-from rlopt.agents.ppo import PPOAgent, PPOConfig, ppo_loss
+from rlopt.agents.ppo import PPOAgent, PPOConfig, ppo_loss, ppo_stats
 from rlopt.agents.sac import SACAgent, SACConfig, sac_alpha_loss, sac_critic_loss
 from rlopt.optim import approx_kl, clipped_surrogate, tanh_gaussian_log_prob
 
@@ -67,7 +67,8 @@ def test_ppo_first_minibatch_ratio_one(monkeypatch):
     cfg = PPOConfig(normalize_advantages=False)
     logp, adv = torch.randn(32), torch.randn(32)
     zeros = torch.zeros(32)
-    _, stats = ppo_loss(logp, logp.clone(), adv, zeros, zeros, zeros, zeros, cfg)
+    _, parts = ppo_loss(logp, logp.clone(), adv, zeros, zeros, zeros, zeros, cfg)
+    stats = ppo_stats(parts, cfg)
     assert stats["stats/clip_frac"].item() == 0.0 and stats["stats/approx_kl"].item() == 0.0
     assert stats["loss/policy"].item() == pytest.approx(-adv.mean().item(), abs=1e-7)
 
@@ -83,8 +84,8 @@ def test_ppo_first_minibatch_ratio_one(monkeypatch):
     stats_seen: list[dict] = []
     inner = agent.update_minibatch
 
-    def recording_update(mb):
-        stats_seen.append(inner(mb))
+    def recording_update(mb, with_stats=True):
+        stats_seen.append(inner(mb, with_stats=True))
         return stats_seen[-1]
 
     agent.update_minibatch = recording_update
@@ -111,7 +112,8 @@ def test_ppo_clip_identity():
     cfg = PPOConfig(clip_coef=eps, normalize_advantages=False, ent_coef=0.0)
     logp = ratio.log().requires_grad_(True)  # old_logp = 0, so exp(logp - old_logp) = ratio
     values = torch.zeros(8)
-    loss, stats = ppo_loss(logp, torch.zeros(8), adv, values, values, values, torch.zeros(8), cfg)
+    loss, parts = ppo_loss(logp, torch.zeros(8), adv, values, values, values, torch.zeros(8), cfg)
+    stats = ppo_stats(parts, cfg)
     (grad,) = torch.autograd.grad(loss, logp)
     expected = -(ratio * adv) / 8  # d/dlogp of -mean(r A) where the unclipped branch is active
     expected[4:6] = 0.0  # clipped on the favoured side: no gradient
@@ -124,11 +126,12 @@ def test_ppo_value_loss_clipping():
     cfg = PPOConfig(clip_coef=0.2, normalize_advantages=False)
     zeros = torch.zeros(2)
     values, old_values, returns = torch.tensor([1.0, 1.0]), torch.zeros(2), torch.tensor([0.0, 2.0])
-    _, stats = ppo_loss(zeros, zeros, zeros, values, old_values, returns, zeros, cfg)
+    _, parts = ppo_loss(zeros, zeros, zeros, values, old_values, returns, zeros, cfg)
+    stats = ppo_stats(parts, cfg)
     # max((V - R)^2, (V_old + clip(V - V_old) - R)^2): [max(1, 0.04), max(1, 3.24)] -> 0.5 * mean
     assert stats["loss/value"].item() == pytest.approx(0.5 * (1.0 + 3.24) / 2)
     _, plain = ppo_loss(zeros, zeros, zeros, values, old_values, returns, zeros, PPOConfig(clip_value_loss=False))
-    assert plain["loss/value"].item() == pytest.approx(0.5)
+    assert plain["value_loss"].item() == pytest.approx(0.5)
 
 
 def test_approx_kl_nonnegative_and_unbiased():

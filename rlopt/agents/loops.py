@@ -161,7 +161,8 @@ class Run:
 
 def setup(cfg: RunConfig, resume: bool = False) -> Run:
     """Seed, build envs/agent/normalisers (and restore the latest checkpoint when resuming)."""
-    seed_everything(cfg.seed, cfg.threads)
+    threads = cfg.threads or (1 if get_algo(cfg.algo).agent_cls.kind == "on_policy" else 0)
+    seed_everything(cfg.seed, threads)  # auto: one thread for the small on-policy nets (measured faster)
     envs = VecEnv(cfg.env)
     spec = EnvSpec(
         envs.obs_dim, envs.act_dim, envs.action_low, envs.action_high, envs.num_envs, cfg.total_steps, cfg.device

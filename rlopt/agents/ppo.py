@@ -57,10 +57,11 @@ def ppo_loss(
     values: Tensor,
     old_values: Tensor,
     returns: Tensor,
-    entropy: Tensor,
+    entropy: Tensor | None,
     cfg: PPOConfig,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Total PPO loss for one minibatch; every input is a flat [B] tensor."""
+    """Total PPO loss for one minibatch; inputs are flat [B] tensors (entropy may be a scalar, or
+    None when ent_coef is 0). Returns (loss, parts); `ppo_stats(parts, cfg)` turns parts into metrics."""
     if cfg.normalize_advantages and advantages.numel() > 1:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     log_ratio = logp - old_logp
@@ -71,17 +72,21 @@ def ppo_loss(
         value_loss = 0.5 * torch.maximum((values - returns).square(), (clipped - returns).square()).mean()
     else:
         value_loss = 0.5 * (values - returns).square().mean()
-    entropy_mean = entropy.mean()
-    total = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy_mean
-    with torch.no_grad():
-        stats = {
-            "loss/policy": policy_loss,
-            "loss/value": value_loss,
-            "stats/entropy": entropy_mean,
-            "stats/approx_kl": approx_kl(log_ratio),
-            "stats/clip_frac": ((ratio - 1.0).abs() > cfg.clip_coef).float().mean(),
-        }
-    return total, {k: v.detach() for k, v in stats.items()}
+    total = policy_loss + cfg.vf_coef * value_loss
+    if entropy is not None and cfg.ent_coef != 0.0:
+        total = total - cfg.ent_coef * entropy.mean()
+    return total, {"policy_loss": policy_loss, "value_loss": value_loss, "log_ratio": log_ratio, "ratio": ratio}
+
+
+@torch.no_grad()
+def ppo_stats(parts: dict[str, Tensor], cfg: PPOConfig) -> dict[str, Tensor]:
+    """Detached metrics of one minibatch (computed only where they are logged, to save dispatches)."""
+    return {
+        "loss/policy": parts["policy_loss"].detach(),
+        "loss/value": parts["value_loss"].detach(),
+        "stats/approx_kl": approx_kl(parts["log_ratio"].detach()),
+        "stats/clip_frac": ((parts["ratio"].detach() - 1.0).abs() > cfg.clip_coef).float().mean(),
+    }
 
 
 class PPOAgent(GaussianActorCritic):
@@ -100,31 +105,35 @@ class PPOAgent(GaussianActorCritic):
         mb_size = max(len(batch) // cfg.num_minibatches, 1)
         stats: dict[str, Tensor] = {}
         for _ in range(cfg.update_epochs):
-            for mb in shuffled_minibatches(batch, mb_size):
-                stats = self.update_minibatch(mb)
+            minibatches = shuffled_minibatches(batch, mb_size)
+            for i, mb in enumerate(minibatches):
+                stats = self.update_minibatch(mb, with_stats=i == len(minibatches) - 1)
             if cfg.target_kl is not None and stats["stats/approx_kl"] > cfg.target_kl:
                 break
         stats["stats/lr"] = torch.tensor(self.optimizer.lr)
         stats["stats/std"] = self.actor.log_std.exp().mean().detach()
+        stats["stats/entropy"] = gaussian_entropy(self.actor.log_std).detach()
         return stats
 
-    def update_minibatch(self, mb: Batch) -> dict[str, Tensor]:
-        """One gradient step on one minibatch; returns detached metrics."""
+    def update_minibatch(self, mb: Batch, with_stats: bool = True) -> dict[str, Tensor]:
+        """One gradient step on one minibatch; returns detached metrics (empty unless `with_stats`)."""
         mean, log_std = self.actor(mb.obs)
-        loss, stats = ppo_loss(
+        loss, parts = ppo_loss(
             gaussian_log_prob(mb.actions, mean, log_std),
             mb.logp,
             mb.advantages,
             self.critic(mb.obs),
             mb.values,
             mb.returns,
-            gaussian_entropy(log_std),
+            gaussian_entropy(self.actor.log_std) if self.cfg.ent_coef else None,  # log-std is state-independent
             self.cfg,
         )
         self.optimizer.zero_grad()
         loss.backward()
-        stats["stats/grad_norm"] = self.optimizer.step()
-        return stats
+        grad_norm = self.optimizer.step()
+        if not with_stats:
+            return {}
+        return {**ppo_stats(parts, self.cfg), "stats/grad_norm": grad_norm}
 
     def optim_state(self) -> dict:
         return {"optimizer": self.optimizer.state_dict()}

@@ -118,7 +118,7 @@ class VecEnv:
         )
 
     def step(self, actions: np.ndarray) -> StepResult:
-        actions = np.clip(actions, self.action_low, self.action_high)
+        actions = np.minimum(np.maximum(actions, self.action_low), self.action_high)  # np.clip is slower
         step = self._step_sync if self.vector is None else self._step_async
         obs, rewards, terminated, truncated, finals = step(actions)
         self.ep_return += rewards
