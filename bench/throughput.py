@@ -2,7 +2,8 @@
 
     python bench/throughput.py --env Hopper-v5 --threads 2 [--repeats 2] [--out bench/results/throughput.json]
 
-Ours: PPO (1 env, 2048 steps/rollout, minibatch 64, 10 epochs) and SAC (batch 256, one update per
+Ours: PPO (1 env, 2048 steps/rollout, minibatch 64, 10 epochs; our default single torch thread, which
+is faster for 64-64 nets; SB3 gets --threads) and SAC (--threads) (batch 256, one update per
 env step, actor update every step, updates from the first step) through the real training loops.
 Peer: the anchor script `sb3_sps.py` (same settings; 20,480 PPO steps, 3,000 SAC steps) and
 `raw_env_sps.py` (random actions: the ceiling for any agent), run as subprocesses beside ours.
@@ -81,7 +82,7 @@ def main() -> None:
     for _ in range(args.repeats):
         raw = anchor("raw_env_sps.py", args.env)
         samples["raw"].append(float(re.search(r"single (\d+)", raw).group(1)))
-        samples["ppo"].append(ours("ppo", args.env, args.ppo_steps, args.threads))
+        samples["ppo"].append(ours("ppo", args.env, args.ppo_steps, 0))  # auto: 1 thread for the 64-64 nets
         samples["sac"].append(ours("sac", args.env, args.sac_steps, args.threads))
         sb3 = anchor("sb3_sps.py", args.env, str(args.threads))
         samples["sb3_ppo"].append(float(re.search(r"ppo_sps (\d+)", sb3).group(1)))

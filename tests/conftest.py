@@ -19,13 +19,3 @@ def seed_everything():
     np.random.seed(0)
     torch.manual_seed(0)
     yield
-
-
-def pytest_collection_modifyitems(config, items):
-    """`slow` learning checks take minutes: they run only when asked for with `-m slow` (pyproject markers)."""
-    if config.getoption("markexpr"):
-        return
-    skip = pytest.mark.skip(reason="learning check: run with -m slow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,21 @@ def evaluate_policy(
     Touches no global RNG, so evaluating in the middle of training does not change the run.
     With `video_path`, the first episode is rendered offscreen and written as an MP4.
     """
-    env = make_env(env_id, render_mode="rgb_array" if video_path else None, **(env_kwargs or {}))
+    env = None
+    if video_path:
+        try:  # offscreen rendering needs EGL/OSMesa; without it, evaluate anyway and say why
+            env = make_env(env_id, render_mode="rgb_array", **(env_kwargs or {}))
+            env.reset(seed=seed)
+            env.render()
+        except Exception as err:  # noqa: BLE001 - any GL failure means "no video", not "no evaluation"
+            warnings.warn(
+                f"video skipped: offscreen rendering failed ({err}); try MUJOCO_GL=egl or osmesa", stacklevel=2
+            )
+            if env is not None:
+                env.close()
+            env, video_path = None, None
+    if env is None:
+        env = make_env(env_id, **(env_kwargs or {}))
     device = next(agent.parameters()).device
     returns, lengths, frames = [], [], []
     try:

@@ -68,7 +68,7 @@ def evaluate_run(
         "mean_length": result["mean_length"],
         "returns": result["returns"],
     }
-    if video_path is not None:
+    if video_path is not None and video_path.exists():
         report["video"] = str(video_path)
     plot = plot_learning_curve(run_dir)
     if plot is not None:
