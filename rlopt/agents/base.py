@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
 
@@ -44,14 +43,3 @@ class Agent(nn.Module):
 
     def load_optim_state(self, state: dict) -> None:
         pass
-
-
-def torch_optim_state(optimizer: torch.optim.Optimizer) -> dict:
-    """A torch optimiser's state_dict with tensor leaves kept as tensors (checkpoint friendly)."""
-    return optimizer.state_dict()
-
-
-def load_torch_optim_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Restore a state produced by torch_optim_state after a JSON round trip (keys become strings)."""
-    fixed = {"param_groups": state["param_groups"], "state": {int(k): v for k, v in state["state"].items()}}
-    optimizer.load_state_dict(fixed)

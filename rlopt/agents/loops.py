@@ -154,10 +154,6 @@ class Run:
         self.logger.log(self.step, {"eval/return": result["mean_return"], "eval/return_std": result["std_return"]})
         return result
 
-    @property
-    def stop_step(self) -> int:
-        return self.cfg.total_steps
-
 
 def setup(cfg: RunConfig, resume: bool = False) -> Run:
     """Seed, build envs/agent/normalisers (and restore the latest checkpoint when resuming)."""

@@ -19,7 +19,7 @@ from rlopt.agents.base import Agent, EnvSpec
 from rlopt.agents.buffers import ReplayBatch
 from rlopt.agents.networks import TanhGaussianActor, TwinQ, ValueNet
 from rlopt.config import check
-from rlopt.optim import FlatAdam, flatten_parameters, log1m_tanh_sq, log_q
+from rlopt.optim import FlatAdam, flatten_parameters, log_q, tanh_gaussian_log_prob_per_dim
 
 
 @dataclass
@@ -53,13 +53,7 @@ class MDPOOffConfig:
 def squashed_log_prob(u: Tensor, mean: Tensor, log_std: Tensor, log_scale: Tensor, q: float = 1.0) -> Tensor:
     """log pi(tanh-squashed a | s) at pre-tanh u: [B, A] -> [B]; for q != 1 the per-dimension
     densities pass through the q-logarithm (MDPO-Tsallis) before summing."""
-    per_dim = (
-        -0.5 * ((u - mean) * torch.exp(-log_std)).square()
-        - log_std
-        - 0.5 * torch.log(torch.tensor(2.0 * torch.pi))
-        - log1m_tanh_sq(u)
-        - log_scale
-    )
+    per_dim = tanh_gaussian_log_prob_per_dim(u, mean, log_std, log_scale)
     if q == 1.0:
         return per_dim.sum(-1)
     return log_q(per_dim.exp(), q).sum(-1)

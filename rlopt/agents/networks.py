@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rlopt.optim.proximity import gaussian_log_prob, log1m_tanh_sq
+from rlopt.optim.proximity import gaussian_log_prob, tanh_gaussian_log_prob
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
@@ -119,7 +119,7 @@ class TanhGaussianActor(nn.Module):
 
     def log_prob_pre_tanh(self, u: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
         """log pi(center + scale tanh(u)) via the change of variables: [B, A] -> [B]."""
-        return gaussian_log_prob(u, mean, log_std) - (log1m_tanh_sq(u) + torch.log(self.scale)).sum(-1)
+        return tanh_gaussian_log_prob(u, mean, log_std, self.scale)
 
     def sample(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Reparameterised draw: (env action, log-prob, pre-tanh u, mean, log_std)."""

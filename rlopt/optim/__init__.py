@@ -11,6 +11,7 @@ from rlopt.optim.proximity import (
     log_q,
     polyak_update,
     tanh_gaussian_log_prob,
+    tanh_gaussian_log_prob_per_dim,
 )
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "log_q",
     "polyak_update",
     "tanh_gaussian_log_prob",
+    "tanh_gaussian_log_prob_per_dim",
 ]

@@ -36,14 +36,20 @@ def log1m_tanh_sq(u: Tensor) -> Tensor:
     return 2.0 * (LOG_2 - u - F.softplus(-2.0 * u))
 
 
-def tanh_gaussian_log_prob(u: Tensor, mean: Tensor, log_std: Tensor, action_scale: Tensor | float = 1.0) -> Tensor:
-    """log pi(a_env) for a_env = center + scale * tanh(u), u ~ N(mean, std): [..., D] -> [...].
+def tanh_gaussian_log_prob_per_dim(u: Tensor, mean: Tensor, log_std: Tensor, log_scale: Tensor | float = 0.0) -> Tensor:
+    """Per-dimension log-density of a_env = center + exp(log_scale) * tanh(u), u ~ N(mean, std): [..., D].
 
-    Change of variables: log N(u) - sum log(scale * (1 - tanh(u)^2)); the stable identity is used
-    instead of CleanRL's +1e-6 inside the log, so the density is exact away from the bounds.
+    Change of variables: log N(u_i) - log(scale_i (1 - tanh(u_i)^2)); the stable identity replaces
+    CleanRL's +1e-6 inside the log, so the density is exact away from the bounds.
     """
-    scale = torch.as_tensor(action_scale, dtype=u.dtype, device=u.device)
-    return gaussian_log_prob(u, mean, log_std) - (log1m_tanh_sq(u) + torch.log(scale)).sum(-1)
+    z = (u - mean) * torch.exp(-log_std)
+    return -0.5 * z.square() - log_std - LOG_SQRT_2PI - log1m_tanh_sq(u) - log_scale
+
+
+def tanh_gaussian_log_prob(u: Tensor, mean: Tensor, log_std: Tensor, action_scale: Tensor | float = 1.0) -> Tensor:
+    """log pi(a_env) for a_env = center + scale * tanh(u), u ~ N(mean, std): [..., D] -> [...]."""
+    log_scale = torch.log(torch.as_tensor(action_scale, dtype=u.dtype, device=u.device))
+    return tanh_gaussian_log_prob_per_dim(u, mean, log_std, log_scale).sum(-1)
 
 
 def log_q(x: Tensor, q: float) -> Tensor:
