@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -104,3 +105,24 @@ def test_checkpoint_holds_everything(tmp_path):
     assert state["env"]["envs"][0]["np_random"] is not None
     assert any(k.startswith("old_actor.") for k in weights)
     assert not list(tmp_path.glob("checkpoints/.tmp_*"))  # atomic write leaves no temp dir
+
+
+def test_async_vector_env_matches_sync_transitions(tmp_path):
+    """The async (one process per env) backend yields the same episodes as the in-process one."""
+    from rlopt.config import EnvConfig
+    from rlopt.envs.make import VecEnv
+
+    results = {}
+    for mode in ("sync", "async"):
+        envs = VecEnv(EnvConfig(id="Pendulum-v1", num_envs=2, vectorization=mode))
+        envs.reset(seed=5)
+        actions = np.linspace(-2, 2, 2 * 210).reshape(210, 2, 1).astype(np.float32)
+        trace = [envs.step(a) for a in actions]
+        envs.close()
+        results[mode] = trace
+    for sync, asyn in zip(results["sync"], results["async"], strict=True):
+        np.testing.assert_allclose(sync.obs, asyn.obs, rtol=1e-6)
+        np.testing.assert_allclose(sync.final_obs, asyn.final_obs, rtol=1e-6)
+        np.testing.assert_array_equal(sync.truncated, asyn.truncated)
+        assert sync.episode_returns == pytest.approx(asyn.episode_returns)
+    assert any(step.truncated.all() for step in results["sync"])  # Pendulum truncates at 200 steps
