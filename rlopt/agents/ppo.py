@@ -13,8 +13,10 @@ from torch import Tensor
 from rlopt.agents.actor_critic import GaussianActorCritic, linear_fraction
 from rlopt.agents.base import EnvSpec
 from rlopt.agents.buffers import Batch, shuffled_minibatches
+from rlopt.agents.fused import linear_layers, tanh_mlp_backward, tanh_mlp_forward
 from rlopt.config import check
 from rlopt.optim import FlatAdam, approx_kl, clipped_surrogate, gaussian_entropy, gaussian_log_prob
+from rlopt.optim.proximity import LOG_SQRT_2PI
 
 
 @dataclass
@@ -34,6 +36,7 @@ class PPOConfig:
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     target_kl: float | None = None  # stop the epoch loop early when approx KL exceeds this
+    fused_update: bool = True  # hand-written gradients for the tanh MLPs (same math, ~3x fewer ops)
     hidden: tuple[int, ...] = (64, 64)
     normalize_obs: bool = True
     normalize_reward: bool = True
@@ -79,6 +82,56 @@ def ppo_loss(
 
 
 @torch.no_grad()
+def ppo_loss_grads(
+    mean: Tensor,
+    log_std: Tensor,
+    actions: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    values: Tensor,
+    old_values: Tensor,
+    returns: Tensor,
+    cfg: PPOConfig,
+) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+    """Closed-form gradients of `ppo_loss` w.r.t. the Gaussian mean [B, A], the state-independent
+    log-std [A] and the values [B]; returns (d_mean, d_log_std, d_values, parts)."""
+    n = mean.shape[0]
+    if cfg.normalize_advantages and n > 1:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    inv_std = torch.exp(-log_std)
+    z = (actions - mean) * inv_std
+    logp = -0.5 * z.square().sum(-1) - (log_std.sum() + LOG_SQRT_2PI * log_std.numel())
+    log_ratio = logp - old_logp
+    ratio = log_ratio.exp()
+    unclipped = ratio * advantages
+    clipped = ratio.clamp(1.0 - cfg.clip_coef, 1.0 + cfg.clip_coef) * advantages
+    objective = torch.minimum(unclipped, clipped)
+    # d(-mean min(rA, clip(r)A))/d logp = -A r / n where the unclipped branch is active, else 0
+    d_logp = torch.where(unclipped <= clipped, advantages, 0.0).mul_(ratio).mul_(-1.0 / n).unsqueeze(-1)
+    d_mean = d_logp * z * inv_std  # d logp / d mean = z / std
+    d_log_std = (d_logp * (z.square() - 1.0)).sum(0)  # d logp / d log_std = z^2 - 1
+    if cfg.ent_coef != 0.0:
+        d_log_std = d_log_std - cfg.ent_coef  # d entropy / d log_std = 1 per dimension
+    error = values - returns
+    if cfg.clip_value_loss:
+        delta = values - old_values
+        clipped_error = old_values + delta.clamp(-cfg.clip_coef, cfg.clip_coef) - returns
+        value_terms = torch.maximum(error.square(), clipped_error.square())
+        inside = delta.abs() <= cfg.clip_coef  # the clipped branch passes gradient only inside the clip
+        d_values = torch.where(error.square() >= clipped_error.square(), error, clipped_error * inside)
+    else:
+        value_terms, d_values = error.square(), error
+    d_values = d_values * (cfg.vf_coef / n)
+    parts = {
+        "policy_loss": -objective.mean(),
+        "value_loss": 0.5 * value_terms.mean(),
+        "log_ratio": log_ratio,
+        "ratio": ratio,
+    }
+    return d_mean, d_log_std, d_values, parts
+
+
+@torch.no_grad()
 def ppo_stats(parts: dict[str, Tensor], cfg: PPOConfig) -> dict[str, Tensor]:
     """Detached metrics of one minibatch (computed only where they are logged, to save dispatches)."""
     return {
@@ -97,6 +150,9 @@ class PPOAgent(GaussianActorCritic):
         self.normalize_obs, self.normalize_reward = cfg.normalize_obs, cfg.normalize_reward
         # one optimiser over actor and critic, as in CleanRL
         self.optimizer = FlatAdam(self.parameters(), cfg.lr, eps=cfg.adam_eps, max_grad_norm=cfg.max_grad_norm)
+        if cfg.fused_update:
+            self.actor_layers = linear_layers(self.actor.mean_net)
+            self.critic_layers = linear_layers(self.critic.net)
 
     def update(self, batch: Batch, iteration: int, num_iterations: int) -> dict[str, Tensor]:
         cfg = self.cfg
@@ -117,6 +173,8 @@ class PPOAgent(GaussianActorCritic):
 
     def update_minibatch(self, mb: Batch, with_stats: bool = True) -> dict[str, Tensor]:
         """One gradient step on one minibatch; returns detached metrics (empty unless `with_stats`)."""
+        if self.cfg.fused_update:
+            return self.update_minibatch_fused(mb, with_stats)
         mean, log_std = self.actor(mb.obs)
         loss, parts = ppo_loss(
             gaussian_log_prob(mb.actions, mean, log_std),
@@ -130,6 +188,29 @@ class PPOAgent(GaussianActorCritic):
         )
         self.optimizer.zero_grad()
         loss.backward()
+        grad_norm = self.optimizer.step()
+        if not with_stats:
+            return {}
+        return {**ppo_stats(parts, self.cfg), "stats/grad_norm": grad_norm}
+
+    def update_minibatch_fused(self, mb: Batch, with_stats: bool) -> dict[str, Tensor]:
+        """The same step with hand-written gradients (every .grad is overwritten, so no zero_grad)."""
+        mean, actor_inputs = tanh_mlp_forward(mb.obs, self.actor_layers)
+        values, critic_inputs = tanh_mlp_forward(mb.obs, self.critic_layers)
+        d_mean, d_log_std, d_values, parts = ppo_loss_grads(
+            mean,
+            self.actor.log_std.detach(),
+            mb.actions,
+            mb.logp,
+            mb.advantages,
+            values.squeeze(-1),
+            mb.values,
+            mb.returns,
+            self.cfg,
+        )
+        tanh_mlp_backward(self.actor_layers, actor_inputs, d_mean)
+        tanh_mlp_backward(self.critic_layers, critic_inputs, d_values.unsqueeze(-1))
+        self.actor.log_std.grad.copy_(d_log_std)
         grad_norm = self.optimizer.step()
         if not with_stats:
             return {}
