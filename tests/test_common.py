@@ -290,9 +290,22 @@ def test_numpy_mlp_equals_torch(activation):
                 module.bias.normal_()
     x = np.random.standard_normal((20, 5))
     expected = net(torch.from_numpy(x).float()).detach().numpy()
-    got = NumpyMLP(net)(x)
+    got = NumpyMLP(net)(x)[0]
     assert got.shape == (20, 3)
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def test_numpy_mlp_stacks_nets_of_different_output_width():
+    actor, critic = mlp(5, 3, (16, 16)), mlp(5, 1, (16, 16))
+    x = np.random.standard_normal((7, 5))
+    out = NumpyMLP(actor, critic)(x)
+    assert out.shape == (2, 7, 3)
+    with torch.no_grad():
+        np.testing.assert_allclose(out[0], actor(torch.from_numpy(x).float()).numpy(), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(out[1, :, :1], critic(torch.from_numpy(x).float()).numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(out[1, :, 1:], 0.0)  # padding columns stay zero
+    with pytest.raises(ValueError):
+        NumpyMLP(mlp(5, 3, (16, 16)), mlp(5, 1, (8, 8)))
 
 
 def test_rollout_policy_matches_torch_actor():

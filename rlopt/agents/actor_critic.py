@@ -26,16 +26,17 @@ class GaussianActorCritic(Agent):
 
     def rollout_policy(self):
         """A NumPy acting function for one rollout: obs [N, O] -> (actions [N, A], logp [N], values [N])."""
-        mean_net, value_net = NumpyMLP(self.actor.mean_net), NumpyMLP(self.critic.net)
+        nets = NumpyMLP(self.actor.mean_net, self.critic.net)  # one stacked pass for mu(s) and V(s)
         log_std = self.actor.log_std.detach().numpy().astype(np.float64)
         std = np.exp(log_std)
         const = -(log_std.sum() + 0.5 * len(log_std) * math.log(2 * math.pi))
 
         def act(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             noise = np.random.standard_normal((obs.shape[0], len(std)))
-            actions = mean_net(obs) + std * noise
+            out = nets(obs)
+            actions = out[0, :, : len(std)] + std * noise
             logp = const - 0.5 * np.square(noise).sum(-1)  # ((a - mu) / std)^2 = noise^2
-            return actions.astype(np.float32), logp.astype(np.float32), value_net(obs)[:, 0].astype(np.float32)
+            return actions.astype(np.float32), logp.astype(np.float32), out[1, :, 0].astype(np.float32)
 
         return act
 

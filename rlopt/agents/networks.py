@@ -175,22 +175,36 @@ class TwinQ(nn.Module):
 
 
 class NumpyMLP:
-    """A NumPy snapshot of an `mlp` for acting: one env step costs a few microseconds, not a
-    dozen torch dispatches. Take a fresh snapshot whenever the weights change (once per rollout)."""
+    """A NumPy snapshot of one or more same-shaped `mlp`s, evaluated together: x [N, in] -> [K, N, out].
 
-    def __init__(self, net: nn.Sequential):
+    Acting costs a few microseconds per env step this way, not a few dozen torch dispatches; the
+    actor and the critic of an on-policy agent go through one stacked matmul per layer (outputs
+    are zero-padded to the widest net). Take a fresh snapshot whenever the weights change.
+    """
+
+    def __init__(self, *nets: nn.Sequential):
+        stacks = [[m for m in net if isinstance(m, nn.Linear)] for net in nets]
+        kinds = [[type(m) for m in net if not isinstance(m, nn.Linear)] for net in nets]
+        widths = [[m.out_features for m in layers[:-1]] for layers in stacks]
+        if any(k != kinds[0] for k in kinds) or any(w != widths[0] for w in widths):
+            raise ValueError("stacked nets need the same hidden widths and activations")
         self.layers: list[tuple[np.ndarray, np.ndarray, str | None]] = []
-        modules = list(net)
-        for i, module in enumerate(modules):
-            if isinstance(module, nn.Linear):
-                nxt = modules[i + 1] if i + 1 < len(modules) else None
-                act = "tanh" if isinstance(nxt, nn.Tanh) else "relu" if isinstance(nxt, nn.ReLU) else None
-                weight = module.weight.detach().numpy().T.astype(np.float64)
-                self.layers.append((np.ascontiguousarray(weight), module.bias.detach().numpy().astype(np.float64), act))
+        for depth in range(len(stacks[0])):
+            linears = [layers[depth] for layers in stacks]
+            width = max(m.out_features for m in linears)
+            weight = np.zeros((len(nets), linears[0].in_features, width))
+            bias = np.zeros((len(nets), 1, width))
+            for k, m in enumerate(linears):
+                weight[k, :, : m.out_features] = m.weight.detach().cpu().numpy().T
+                bias[k, 0, : m.out_features] = m.bias.detach().cpu().numpy()
+            act = None
+            if depth < len(kinds[0]):
+                act = "tanh" if kinds[0][depth] is nn.Tanh else "relu"
+            self.layers.append((weight, bias, act))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         for weight, bias, act in self.layers:
-            x = x @ weight + bias
+            x = np.matmul(x, weight) + bias
             if act == "tanh":
                 x = np.tanh(x)
             elif act == "relu":

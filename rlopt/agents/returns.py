@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -25,11 +26,19 @@ def gae(
     not_terminal = 1.0 - terminated.to(rewards.dtype)
     continues = 1.0 - ended.to(rewards.dtype)
     deltas = rewards + gamma * not_terminal * next_values - values
+    decay = (gamma * gae_lambda) * continues
     advantages = torch.empty_like(rewards)
-    running = torch.zeros_like(rewards[0])
-    for t in range(rewards.shape[0] - 1, -1, -1):
-        running = deltas[t] + gamma * gae_lambda * continues[t] * running
-        advantages[t] = running
+    if rewards.device.type == "cpu":  # the backward recursion on NumPy views: ~10x fewer dispatches
+        out, d, c = advantages.numpy(), deltas.numpy(), decay.numpy()
+        running = np.zeros_like(out[0])
+        for t in range(out.shape[0] - 1, -1, -1):
+            running = d[t] + c[t] * running
+            out[t] = running
+    else:
+        running = torch.zeros_like(rewards[0])
+        for t in range(rewards.shape[0] - 1, -1, -1):
+            running = deltas[t] + decay[t] * running
+            advantages[t] = running
     return advantages, advantages + values
 
 

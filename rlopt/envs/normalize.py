@@ -51,7 +51,7 @@ class ObsNormalizer:
         if update:
             self.rms.update(obs)
         out = (obs - self.rms.mean) / np.sqrt(self.rms.var + self.eps)
-        return np.clip(out, -self.clip, self.clip).astype(np.float32)
+        return np.minimum(np.maximum(out, -self.clip), self.clip).astype(np.float32)  # np.clip is slower
 
     def state_dict(self) -> dict:
         return self.rms.state_dict()
@@ -72,7 +72,8 @@ class RewardScaler:
         self.returns = self.returns * self.gamma + rewards
         self.rms.update(self.returns)
         self.returns[ended] = 0.0
-        return np.clip(rewards / np.sqrt(self.rms.var + self.eps), -self.clip, self.clip).astype(np.float32)
+        scaled = rewards / np.sqrt(self.rms.var + self.eps)
+        return np.minimum(np.maximum(scaled, -self.clip), self.clip).astype(np.float32)
 
     def state_dict(self) -> dict:
         return {**self.rms.state_dict(), "returns": self.returns.copy()}
