@@ -35,7 +35,8 @@ def evaluate_policy(
             env.render()
         except Exception as err:  # noqa: BLE001 - any GL failure means "no video", not "no evaluation"
             warnings.warn(
-                f"video skipped: offscreen rendering failed ({err}); try MUJOCO_GL=egl or osmesa", stacklevel=2
+                f"video skipped: offscreen rendering failed ({err}); MuJoCo envs need EGL or OSMesa (MUJOCO_GL)",
+                stacklevel=2,
             )
             if env is not None:
                 env.close()
