@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from rlopt.agents.base import Agent, EnvSpec
@@ -50,6 +51,29 @@ class GaussianActorCritic(Agent):
 
     def deterministic_action(self, obs: Tensor) -> Tensor:
         return self.actor(obs)[0]
+
+
+def value_loss(values: Tensor, old_values: Tensor, returns: Tensor, clip: float | None) -> Tensor:
+    """0.5 mean of max((V - R)^2, (V_old + clip(V - V_old, +-eps) - R)^2), or of (V - R)^2 without clip."""
+    if clip is None:
+        return 0.5 * (values - returns).square().mean()
+    clipped = old_values + (values - old_values).clamp(-clip, clip)
+    return 0.5 * torch.maximum((values - returns).square(), (clipped - returns).square()).mean()
+
+
+@torch.no_grad()
+def value_loss_grad(values: Tensor, old_values: Tensor, returns: Tensor, clip: float | None) -> tuple[Tensor, Tensor]:
+    """(value_loss, d value_loss / d values) in closed form; [B] in, (scalar, [B]) out."""
+    n = values.shape[0]
+    error = values - returns
+    if clip is None:
+        return 0.5 * error.square().mean(), error / n
+    delta = values - old_values
+    clipped_error = old_values + delta.clamp(-clip, clip) - returns
+    terms = torch.maximum(error.square(), clipped_error.square())
+    inside = delta.abs() <= clip  # the clipped branch passes gradient only inside the clip range
+    grad = torch.where(error.square() >= clipped_error.square(), error, clipped_error * inside)
+    return 0.5 * terms.mean(), grad / n
 
 
 def linear_fraction(iteration: int, num_iterations: int) -> float:

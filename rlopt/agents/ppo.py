@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rlopt.agents.actor_critic import GaussianActorCritic, linear_fraction
+from rlopt.agents.actor_critic import GaussianActorCritic, linear_fraction, value_loss, value_loss_grad
 from rlopt.agents.base import EnvSpec
 from rlopt.agents.buffers import Batch, shuffled_minibatches
 from rlopt.agents.fused import linear_layers, tanh_mlp_backward, tanh_mlp_forward
@@ -70,15 +70,11 @@ def ppo_loss(
     log_ratio = logp - old_logp
     ratio = log_ratio.exp()
     policy_loss = -clipped_surrogate(ratio, advantages, cfg.clip_coef).mean()
-    if cfg.clip_value_loss:
-        clipped = old_values + (values - old_values).clamp(-cfg.clip_coef, cfg.clip_coef)
-        value_loss = 0.5 * torch.maximum((values - returns).square(), (clipped - returns).square()).mean()
-    else:
-        value_loss = 0.5 * (values - returns).square().mean()
-    total = policy_loss + cfg.vf_coef * value_loss
+    v_loss = value_loss(values, old_values, returns, cfg.clip_coef if cfg.clip_value_loss else None)
+    total = policy_loss + cfg.vf_coef * v_loss
     if entropy is not None and cfg.ent_coef != 0.0:
         total = total - cfg.ent_coef * entropy.mean()
-    return total, {"policy_loss": policy_loss, "value_loss": value_loss, "log_ratio": log_ratio, "ratio": ratio}
+    return total, {"policy_loss": policy_loss, "value_loss": v_loss, "log_ratio": log_ratio, "ratio": ratio}
 
 
 @torch.no_grad()
@@ -112,19 +108,11 @@ def ppo_loss_grads(
     d_log_std = (d_logp * (z.square() - 1.0)).sum(0)  # d logp / d log_std = z^2 - 1
     if cfg.ent_coef != 0.0:
         d_log_std = d_log_std - cfg.ent_coef  # d entropy / d log_std = 1 per dimension
-    error = values - returns
-    if cfg.clip_value_loss:
-        delta = values - old_values
-        clipped_error = old_values + delta.clamp(-cfg.clip_coef, cfg.clip_coef) - returns
-        value_terms = torch.maximum(error.square(), clipped_error.square())
-        inside = delta.abs() <= cfg.clip_coef  # the clipped branch passes gradient only inside the clip
-        d_values = torch.where(error.square() >= clipped_error.square(), error, clipped_error * inside)
-    else:
-        value_terms, d_values = error.square(), error
-    d_values = d_values * (cfg.vf_coef / n)
+    v_loss, d_values = value_loss_grad(values, old_values, returns, cfg.clip_coef if cfg.clip_value_loss else None)
+    d_values = d_values * cfg.vf_coef
     parts = {
         "policy_loss": -objective.mean(),
-        "value_loss": 0.5 * value_terms.mean(),
+        "value_loss": v_loss,
         "log_ratio": log_ratio,
         "ratio": ratio,
     }
