@@ -41,14 +41,6 @@ class GaussianActorCritic(Agent):
 
         return act
 
-    def act(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Torch version of one acting step: (actions, logp, values)."""
-        action, logp = self.actor.sample(obs)
-        return action, logp, self.critic(obs)
-
-    def value(self, obs: Tensor) -> Tensor:
-        return self.critic(obs)
-
     def deterministic_action(self, obs: Tensor) -> Tensor:
         return self.actor(obs)[0]
 

@@ -24,7 +24,7 @@ class EnvSpec:
 class Agent(nn.Module):
     """Base class. Subclasses set `kind` ("on_policy" | "off_policy") and implement:
 
-    on-policy:  act(obs) -> (actions, logp, values); value(obs); update(batch, iteration, num_iterations)
+    on-policy:  rollout_policy() -> NumPy acting fn (actions, logp, values); update(batch, iteration, num_iterations)
     off-policy: explore(obs) -> env actions; update(replay_batch) -> metrics
     both:       deterministic_action(obs) -> env actions; optim_state() / load_optim_state()
     Networks are submodules, so `state_dict()` holds every weight (saved as model.safetensors).
