@@ -340,3 +340,42 @@ def test_ppo_fused_update_equals_autograd(overrides):
     assert stats_ref["stats/clip_frac"] > 0  # the comparison covered clipped samples
     for key in stats_ref:
         torch.testing.assert_close(stats_fused[key], stats_ref[key], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"policy_frequency": 1}, {"autotune": False}, {"target_frequency": 2}])
+def test_sac_fused_update_equals_autograd(monkeypatch, overrides):
+    """The hand-written SAC update gives the autograd update's parameters, alpha and metrics, step after
+    step, when both see the same Gaussian draws (the fused path draws [s'; s] in one call)."""
+    torch.manual_seed(5)
+    reference = make_sac(fused_update=False, q_lr=0.01, policy_lr=0.01, alpha_lr=0.05, **overrides)
+    fused = make_sac(fused_update=True, q_lr=0.01, policy_lr=0.01, alpha_lr=0.05, **overrides)
+    fused.load_state_dict(reference.state_dict())
+    batches = [replay_batch() for _ in range(4)]
+    noise = torch.randn(200, ACT_DIM)
+    real_randn_like = torch.randn_like
+
+    def replay_noise(agent):
+        cursor = [0]
+
+        def randn_like(t, *args, **kwargs):
+            if t.shape[-1] != ACT_DIM:
+                return real_randn_like(t, *args, **kwargs)
+            start, cursor[0] = cursor[0], cursor[0] + t.shape[0]
+            return noise[start : cursor[0]].clone()
+
+        return randn_like
+
+    results = {}
+    for name, agent in (("reference", reference), ("fused", fused)):
+        monkeypatch.setattr(torch, "randn_like", replay_noise(agent))
+        results[name] = [agent.update(b) for b in batches]
+    monkeypatch.setattr(torch, "randn_like", real_randn_like)
+    for (name, p_ref), p_fused in zip(reference.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(p_fused, p_ref, atol=1e-5, rtol=1e-4, msg=name)
+    for p_ref, p_fused in zip(reference.critic_target.parameters(), fused.critic_target.parameters()):
+        torch.testing.assert_close(p_fused, p_ref, atol=1e-5, rtol=1e-4)
+    assert not unchanged(fused.actor, params(make_sac(**overrides).actor))
+    for stats_ref, stats_fused in zip(results["reference"], results["fused"]):
+        assert stats_ref.keys() == stats_fused.keys()
+        for key in stats_ref:
+            torch.testing.assert_close(stats_fused[key], stats_ref[key], atol=1e-5, rtol=1e-4, msg=key)

@@ -202,7 +202,11 @@ def test_flat_adam_equals_torch_adam(max_grad_norm, loss_scale):
         x, y = torch.randn(32, 4, dtype=torch.float64), torch.randn(32, 3, dtype=torch.float64)
         flat.zero_grad()
         (loss_scale * (net(x) - y).square().mean()).backward()
-        norm = flat.step()
+        norm = flat.grad_norm()
+        returned = flat.step()
+        assert (returned is None) == (max_grad_norm is None)
+        if returned is not None:
+            assert returned.item() == norm.item()
 
         torch_adam.zero_grad()
         (loss_scale * (ref(x) - y).square().mean()).backward()

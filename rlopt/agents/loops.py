@@ -159,6 +159,9 @@ def setup(cfg: RunConfig, resume: bool = False) -> Run:
     """Seed, build envs/agent/normalisers (and restore the latest checkpoint when resuming)."""
     threads = cfg.threads or (1 if get_algo(cfg.algo).agent_cls.kind == "on_policy" else 0)
     seed_everything(cfg.seed, threads)  # auto: one thread for the small on-policy nets (measured faster)
+    # Adam's second moments and tiny gradients drift into subnormal floats, which CPUs process tens of
+    # times slower; flushing them to zero changes no result that matters (measured: SAC +8 % steps/s).
+    torch.set_flush_denormal(True)
     envs = VecEnv(cfg.env)
     spec = EnvSpec(
         envs.obs_dim, envs.act_dim, envs.action_low, envs.action_high, envs.num_envs, cfg.total_steps, cfg.device

@@ -16,9 +16,11 @@ from torch import Tensor, nn
 
 from rlopt.agents.base import Agent, EnvSpec
 from rlopt.agents.buffers import ReplayBatch
+from rlopt.agents.fused import relu_mlp_backward, relu_mlp_forward
 from rlopt.agents.networks import TanhGaussianActor, TwinQ
 from rlopt.config import check
 from rlopt.optim import FlatAdam, flatten_parameters
+from rlopt.optim.proximity import tanh_gaussian_log_prob
 
 
 @dataclass
@@ -38,6 +40,7 @@ class SACConfig:
     target_entropy_scale: float = 1.0  # target entropy = -scale * dim(A)
     hidden: tuple[int, ...] = (256, 256)
     updates_per_step: int = 1
+    fused_update: bool = True  # hand-written gradients (same math as autograd; tested equal)
 
     def __post_init__(self):
         check(self.batch_size >= 1, "agent.batch_size", "must be >= 1")
@@ -136,14 +139,109 @@ class SACAgent(Agent):
 
     def update(self, batch: ReplayBatch) -> dict[str, Tensor]:
         cfg = self.cfg
-        stats = self.critic_update(batch)
-        if self.updates % cfg.policy_frequency == 0:
-            for _ in range(cfg.policy_frequency):
-                stats.update(self.actor_update(batch.obs))
+        if cfg.fused_update:
+            stats = self.fused_update(batch)
+        else:
+            stats = self.critic_update(batch)
+            if self.updates % cfg.policy_frequency == 0:
+                for _ in range(cfg.policy_frequency):
+                    stats.update(self.actor_update(batch.obs))
         if self.updates % cfg.target_frequency == 0:
             with torch.no_grad():
                 self.target_flat.lerp_(self.critic_optimizer.flat, cfg.tau)
         self.updates += 1
+        return stats
+
+    # Fused path: the same update as critic_update + actor_update, with hand-written gradients
+    # (fused.relu_mlp_*). The actor runs once over [s'; s] (its weights do not change between
+    # the critic target and the first actor step), and no critic weight-gradient is formed for
+    # the actor loss. Steps, order and the random draws per sample are those of the autograd path.
+
+    def _actor_forward(self, obs: Tensor) -> dict[str, Tensor]:
+        actor = self.actor
+        layers = [m for m in actor.trunk if isinstance(m, nn.Linear)]
+        out, inputs = relu_mlp_forward(obs, [m.weight.t() for m in layers], [m.bias for m in layers])
+        mean, raw = out.chunk(2, dim=-1)
+        tanh_raw = torch.tanh(raw)
+        half_range = 0.5 * (actor.log_std_max - actor.log_std_min)
+        log_std = actor.log_std_min + half_range * (tanh_raw + 1.0)
+        std = torch.exp(log_std)
+        eps = torch.randn_like(mean)
+        u = mean + std * eps
+        tanh_u = torch.tanh(u)
+        return {
+            "inputs": inputs,
+            "action": actor.center + actor.scale * tanh_u,
+            "logp": tanh_gaussian_log_prob(u, mean, log_std, actor.scale),
+            "tanh_u": tanh_u,
+            "tanh_raw": tanh_raw,
+            "std": std,
+            "eps": eps,
+            "half_range": torch.tensor(half_range),
+        }
+
+    @torch.no_grad()
+    def fused_update(self, batch: ReplayBatch) -> dict[str, Tensor]:
+        cfg = self.cfg
+        n = batch.obs.shape[0]
+        alpha = self.log_alpha.exp()
+        actor_now = self.updates % cfg.policy_frequency == 0
+        fwd = self._actor_forward(torch.cat([batch.next_obs, batch.obs]) if actor_now else batch.next_obs)
+        next_q = self.critic_target(batch.next_obs, fwd["action"][:n])
+        net = self.critic.net
+        weights, biases = list(net.weights), list(net.biases)
+        x = torch.cat([batch.obs, batch.actions], dim=-1).unsqueeze(0).expand(net.n, -1, -1)
+        q, inputs = relu_mlp_forward(x, weights, biases)
+        q = q.squeeze(-1)
+        loss, target = sac_critic_loss(q, batch.rewards, batch.terminated, next_q, fwd["logp"][:n], alpha, cfg.gamma)
+        grad_q = (q - target).mul_(2.0 / n).unsqueeze(-1)
+        relu_mlp_backward(weights, inputs, grad_q, [w.grad for w in weights], [b.grad for b in biases])
+        self.critic_optimizer.step()
+        stats = {"loss/critic": loss, "stats/q": q.mean()}
+        if actor_now:
+            for i in range(cfg.policy_frequency):
+                if i == 0:
+                    stats.update(self._fused_actor_step(batch.obs, fwd, slice(n, 2 * n)))
+                else:
+                    stats.update(self._fused_actor_step(batch.obs, self._actor_forward(batch.obs), slice(0, n)))
+        return stats
+
+    def _fused_actor_step(self, obs: Tensor, fwd: dict[str, Tensor], rows: slice) -> dict[str, Tensor]:
+        n = obs.shape[0]
+        alpha = self.log_alpha.exp()
+        action, logp = fwd["action"][rows], fwd["logp"][rows]
+        net = self.critic.net
+        weights, biases = list(net.weights), list(net.biases)
+        x = torch.cat([obs, action], dim=-1).unsqueeze(0).expand(net.n, -1, -1)
+        q, inputs = relu_mlp_forward(x, weights, biases)
+        q_min, member = q.squeeze(-1).min(0)
+        loss = (alpha * logp - q_min).mean()
+        # d loss / d Q_j(s, a~) = -1/n for the minimising critic j, 0 for the others
+        grad_q = torch.zeros_like(q).scatter_(0, member.view(1, n, 1), -1.0 / n)
+        grad_x = relu_mlp_backward(weights, inputs, grad_q, input_grad=True)
+        grad_action = grad_x[..., obs.shape[1] :].sum(0)
+        tanh_u, std, eps = fwd["tanh_u"][rows], fwd["std"][rows], fwd["eps"][rows]
+        # through a = center + scale tanh(u), u = mean + std eps; log pi's own derivatives:
+        # d log pi / d mean = 2 tanh(u), d log pi / d log_std = -1 + 2 tanh(u) std eps
+        grad_u = grad_action * self.actor.scale * (1.0 - tanh_u.square())
+        c = alpha / n
+        grad_mean = grad_u + (2.0 * c) * tanh_u
+        grad_log_std = (grad_u + (2.0 * c) * tanh_u) * std * eps - c
+        grad_raw = grad_log_std * fwd["half_range"] * (1.0 - fwd["tanh_raw"][rows].square())
+        layers = [m for m in self.actor.trunk if isinstance(m, nn.Linear)]
+        relu_mlp_backward(
+            [m.weight.t() for m in layers],
+            [h[rows] for h in fwd["inputs"]],
+            torch.cat([grad_mean, grad_raw], dim=-1),
+            [m.weight.grad for m in layers],
+            [m.bias.grad for m in layers],
+        )
+        self.actor_optimizer.step()
+        stats = {"loss/actor": loss, "stats/entropy": -logp.mean()}
+        if self.alpha_optimizer is not None:  # d/d log_alpha of -E[alpha (log pi + target_entropy)]
+            self.alpha_optimizer.grad.copy_(-(alpha * (logp + self.target_entropy).mean()))
+            self.alpha_optimizer.step()
+        stats["stats/alpha"] = self.log_alpha.detach().exp()
         return stats
 
     def optim_state(self) -> dict:

@@ -8,6 +8,7 @@ The update is the same as `torch.optim.Adam` (tested to float tolerance).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -51,6 +52,7 @@ class FlatAdam:
         self.flat, self.grad = flatten_parameters(self.params)
         self.exp_avg = torch.zeros_like(self.flat)
         self.exp_avg_sq = torch.zeros_like(self.flat)
+        self._denom = torch.empty_like(self.flat)
         self.steps = 0
         self.lr, self.betas, self.eps, self.max_grad_norm = lr, betas, eps, max_grad_norm
 
@@ -62,19 +64,21 @@ class FlatAdam:
         return torch.linalg.vector_norm(self.grad)
 
     @torch.no_grad()
-    def step(self) -> Tensor:
-        """One Adam step; returns the gradient norm before clipping."""
-        norm = self.grad_norm()
+    def step(self) -> Tensor | None:
+        """One Adam step; with clipping, returns the gradient norm before clipping (else None)."""
+        norm = None
         if self.max_grad_norm is not None:
+            norm = self.grad_norm()
             self.grad.mul_(torch.clamp(self.max_grad_norm / (norm + 1e-6), max=1.0))
         self.steps += 1
         beta1, beta2 = self.betas
         self.exp_avg.lerp_(self.grad, 1.0 - beta1)
         self.exp_avg_sq.mul_(beta2).addcmul_(self.grad, self.grad, value=1.0 - beta2)
         bias1 = 1.0 - beta1**self.steps
-        bias2 = 1.0 - beta2**self.steps
-        denom = (self.exp_avg_sq / bias2).sqrt_().add_(self.eps)
-        self.flat.addcdiv_(self.exp_avg, denom, value=-self.lr / bias1)
+        sqrt_bias2 = math.sqrt(1.0 - beta2**self.steps)
+        # lr/bias1 * m / (sqrt(v/bias2) + eps), rearranged so it needs two passes over v, not four
+        torch.sqrt(self.exp_avg_sq, out=self._denom).add_(self.eps * sqrt_bias2)
+        self.flat.addcdiv_(self.exp_avg, self._denom, value=-self.lr * sqrt_bias2 / bias1)
         return norm
 
     def state_dict(self) -> dict:
