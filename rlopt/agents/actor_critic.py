@@ -53,19 +53,20 @@ def value_loss(values: Tensor, old_values: Tensor, returns: Tensor, clip: float 
     return 0.5 * torch.maximum((values - returns).square(), (clipped - returns).square()).mean()
 
 
-@torch.no_grad()
-def value_loss_grad(values: Tensor, old_values: Tensor, returns: Tensor, clip: float | None) -> tuple[Tensor, Tensor]:
-    """(value_loss, d value_loss / d values) in closed form; [B] in, (scalar, [B]) out."""
+def value_loss_grad(
+    values: np.ndarray, old_values: np.ndarray, returns: np.ndarray, clip: float | None
+) -> tuple[float, np.ndarray]:
+    """NumPy twin of `value_loss` for the fast paths: (loss, d loss / d values), [B] in, (float, [B]) out."""
     n = values.shape[0]
     error = values - returns
     if clip is None:
-        return 0.5 * error.square().mean(), error / n
+        return 0.5 * float(np.square(error).mean()), error / n
     delta = values - old_values
-    clipped_error = old_values + delta.clamp(-clip, clip) - returns
-    terms = torch.maximum(error.square(), clipped_error.square())
-    inside = delta.abs() <= clip  # the clipped branch passes gradient only inside the clip range
-    grad = torch.where(error.square() >= clipped_error.square(), error, clipped_error * inside)
-    return 0.5 * terms.mean(), grad / n
+    clipped_error = old_values + np.clip(delta, -clip, clip) - returns
+    sq, clipped_sq = np.square(error), np.square(clipped_error)
+    inside = np.abs(delta) <= clip  # the clipped branch passes gradient only inside the clip range
+    grad = np.where(sq >= clipped_sq, error, clipped_error * inside)
+    return 0.5 * float(np.maximum(sq, clipped_sq).mean()), grad / n
 
 
 def linear_fraction(iteration: int, num_iterations: int) -> float:

@@ -17,7 +17,7 @@ from torch import Tensor
 from rlopt.agents.actor_critic import GaussianActorCritic, linear_fraction, value_loss, value_loss_grad
 from rlopt.agents.base import EnvSpec
 from rlopt.agents.buffers import Batch, shuffled_minibatches
-from rlopt.agents.fused import linear_layers, tanh_mlp_backward, tanh_mlp_forward
+from rlopt.agents.fused import TanhMLP
 from rlopt.config import check
 from rlopt.optim import FlatAdam, gaussian_kl, gaussian_log_prob
 
@@ -99,8 +99,8 @@ class MDPOAgent(GaussianActorCritic):
             self.actor.parameters(), cfg.lr, eps=cfg.adam_eps, max_grad_norm=cfg.max_grad_norm
         )
         self.value_optimizer = FlatAdam(self.critic.parameters(), cfg.vf_lr, eps=cfg.adam_eps)
-        if cfg.fused_update:
-            self.critic_layers = linear_layers(self.critic.net)
+        if cfg.fused_update:  # NumPy views of the flattened value-net parameters and gradients
+            self.critic_np = TanhMLP(self.critic.net)
 
     def sync_old_policy(self) -> None:
         """theta_k <- theta (hard copy; the rollout was collected by this policy)."""
@@ -151,9 +151,10 @@ class MDPOAgent(GaussianActorCritic):
     def value_step(self, mb: Batch, clip: float | None) -> Tensor:
         """One Adam step of the value net on one minibatch; returns the loss."""
         if self.cfg.fused_update:  # hand-written gradient of the same loss (tested equal to autograd)
-            values, inputs = tanh_mlp_forward(mb.obs, self.critic_layers)
-            loss, d_values = value_loss_grad(values.squeeze(-1), mb.values, mb.returns, clip)
-            tanh_mlp_backward(self.critic_layers, inputs, d_values.unsqueeze(-1))
+            values, inputs = self.critic_np.forward(mb.obs.numpy())
+            loss, d_values = value_loss_grad(values[:, 0], mb.values.numpy(), mb.returns.numpy(), clip)
+            self.critic_np.backward(inputs, d_values[:, None])
+            loss = torch.tensor(loss)
         else:
             loss = value_loss(self.critic(mb.obs), mb.values, mb.returns, clip)
             self.value_optimizer.zero_grad()

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from rlopt.agents.actor_critic import GaussianActorCritic, linear_fraction, value_loss, value_loss_grad
 from rlopt.agents.base import EnvSpec
 from rlopt.agents.buffers import Batch, shuffled_minibatches
-from rlopt.agents.fused import linear_layers, tanh_mlp_backward, tanh_mlp_forward
+from rlopt.agents.fused import TanhMLP
 from rlopt.config import check
 from rlopt.optim import FlatAdam, approx_kl, clipped_surrogate, gaussian_entropy, gaussian_log_prob
 from rlopt.optim.proximity import LOG_SQRT_2PI
@@ -77,41 +78,41 @@ def ppo_loss(
     return total, {"policy_loss": policy_loss, "value_loss": v_loss, "log_ratio": log_ratio, "ratio": ratio}
 
 
-@torch.no_grad()
 def ppo_loss_grads(
-    mean: Tensor,
-    log_std: Tensor,
-    actions: Tensor,
-    old_logp: Tensor,
-    advantages: Tensor,
-    values: Tensor,
-    old_values: Tensor,
-    returns: Tensor,
+    mean: np.ndarray,
+    log_std: np.ndarray,
+    actions: np.ndarray,
+    old_logp: np.ndarray,
+    advantages: np.ndarray,
+    values: np.ndarray,
+    old_values: np.ndarray,
+    returns: np.ndarray,
     cfg: PPOConfig,
-) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray | float]]:
     """Closed-form gradients of `ppo_loss` w.r.t. the Gaussian mean [B, A], the state-independent
-    log-std [A] and the values [B]; returns (d_mean, d_log_std, d_values, parts)."""
+    log-std [A] and the values [B], in NumPy (the fast path); returns (d_mean, d_log_std, d_values, parts)."""
     n = mean.shape[0]
     if cfg.normalize_advantages and n > 1:
-        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-    inv_std = torch.exp(-log_std)
+        advantages = (advantages - advantages.mean()) / (advantages.std(ddof=1) + 1e-8)
+    inv_std = np.exp(-log_std)
     z = (actions - mean) * inv_std
-    logp = -0.5 * z.square().sum(-1) - (log_std.sum() + LOG_SQRT_2PI * log_std.numel())
+    logp = -0.5 * np.square(z).sum(-1) - (log_std.sum() + LOG_SQRT_2PI * log_std.size)
     log_ratio = logp - old_logp
-    ratio = log_ratio.exp()
+    ratio = np.exp(log_ratio)
     unclipped = ratio * advantages
-    clipped = ratio.clamp(1.0 - cfg.clip_coef, 1.0 + cfg.clip_coef) * advantages
-    objective = torch.minimum(unclipped, clipped)
+    clipped = np.clip(ratio, 1.0 - cfg.clip_coef, 1.0 + cfg.clip_coef) * advantages
     # d(-mean min(rA, clip(r)A))/d logp = -A r / n where the unclipped branch is active, else 0
-    d_logp = torch.where(unclipped <= clipped, advantages, 0.0).mul_(ratio).mul_(-1.0 / n).unsqueeze(-1)
+    d_logp = np.where(unclipped <= clipped, unclipped, 0.0)
+    d_logp *= -1.0 / n
+    d_logp = d_logp[:, None]
     d_mean = d_logp * z * inv_std  # d logp / d mean = z / std
-    d_log_std = (d_logp * (z.square() - 1.0)).sum(0)  # d logp / d log_std = z^2 - 1
+    d_log_std = (d_logp * (np.square(z) - 1.0)).sum(0)  # d logp / d log_std = z^2 - 1
     if cfg.ent_coef != 0.0:
-        d_log_std = d_log_std - cfg.ent_coef  # d entropy / d log_std = 1 per dimension
+        d_log_std -= cfg.ent_coef  # d entropy / d log_std = 1 per dimension
     v_loss, d_values = value_loss_grad(values, old_values, returns, cfg.clip_coef if cfg.clip_value_loss else None)
-    d_values = d_values * cfg.vf_coef
+    d_values *= cfg.vf_coef
     parts = {
-        "policy_loss": -objective.mean(),
+        "policy_loss": -float(np.minimum(unclipped, clipped).mean()),
         "value_loss": v_loss,
         "log_ratio": log_ratio,
         "ratio": ratio,
@@ -138,9 +139,9 @@ class PPOAgent(GaussianActorCritic):
         self.normalize_obs, self.normalize_reward = cfg.normalize_obs, cfg.normalize_reward
         # one optimiser over actor and critic, as in CleanRL
         self.optimizer = FlatAdam(self.parameters(), cfg.lr, eps=cfg.adam_eps, max_grad_norm=cfg.max_grad_norm)
-        if cfg.fused_update:
-            self.actor_layers = linear_layers(self.actor.mean_net)
-            self.critic_layers = linear_layers(self.critic.net)
+        if cfg.fused_update:  # NumPy views of the flattened parameters and gradients
+            self.actor_np = TanhMLP(self.actor.mean_net)
+            self.critic_np = TanhMLP(self.critic.net)
 
     def update(self, batch: Batch, iteration: int, num_iterations: int) -> dict[str, Tensor]:
         cfg = self.cfg
@@ -182,26 +183,28 @@ class PPOAgent(GaussianActorCritic):
         return {**ppo_stats(parts, self.cfg), "stats/grad_norm": grad_norm}
 
     def update_minibatch_fused(self, mb: Batch, with_stats: bool) -> dict[str, Tensor]:
-        """The same step with hand-written gradients (every .grad is overwritten, so no zero_grad)."""
-        mean, actor_inputs = tanh_mlp_forward(mb.obs, self.actor_layers)
-        values, critic_inputs = tanh_mlp_forward(mb.obs, self.critic_layers)
+        """The same step with hand-written gradients in NumPy (every .grad is overwritten: no zero_grad)."""
+        obs = mb.obs.numpy()
+        mean, actor_inputs = self.actor_np.forward(obs)
+        values, critic_inputs = self.critic_np.forward(obs)
         d_mean, d_log_std, d_values, parts = ppo_loss_grads(
             mean,
-            self.actor.log_std.detach(),
-            mb.actions,
-            mb.logp,
-            mb.advantages,
-            values.squeeze(-1),
-            mb.values,
-            mb.returns,
+            self.actor.log_std.detach().numpy(),
+            mb.actions.numpy(),
+            mb.logp.numpy(),
+            mb.advantages.numpy(),
+            values[:, 0],
+            mb.values.numpy(),
+            mb.returns.numpy(),
             self.cfg,
         )
-        tanh_mlp_backward(self.actor_layers, actor_inputs, d_mean)
-        tanh_mlp_backward(self.critic_layers, critic_inputs, d_values.unsqueeze(-1))
-        self.actor.log_std.grad.copy_(d_log_std)
+        self.actor_np.backward(actor_inputs, d_mean)
+        self.critic_np.backward(critic_inputs, d_values[:, None])
+        self.actor.log_std.grad.numpy()[:] = d_log_std
         grad_norm = self.optimizer.step()
         if not with_stats:
             return {}
+        parts = {k: torch.as_tensor(v) for k, v in parts.items()}
         return {**ppo_stats(parts, self.cfg), "stats/grad_norm": grad_norm}
 
     def optim_state(self) -> dict:
