@@ -379,3 +379,27 @@ def test_sac_fused_update_equals_autograd(monkeypatch, overrides):
         assert stats_ref.keys() == stats_fused.keys()
         for key in stats_ref:
             torch.testing.assert_close(stats_fused[key], stats_ref[key], atol=1e-5, rtol=1e-4, msg=key)
+
+
+@pytest.mark.parametrize("algo", ["sac", "mdpo_off"])
+def test_numpy_exploration_matches_torch_actor(algo):
+    """CPU acting goes through the actor's NumPy twin; it reads the live weights (also after updates
+    and loads) and draws a = center + scale tanh(mu + sigma eps) like `TanhGaussianActor.sample`."""
+    if algo == "sac":
+        agent = make_sac()
+    else:
+        agent = MDPOOffAgent(MDPOOffConfig(hidden=(32, 32), batch_size=16, buffer_size=100), SPEC)
+    obs = torch.randn(5, OBS_DIM)
+    agent.explore(obs)  # builds the sampler before the weights change
+    agent.update(replay_batch())
+    other = make_sac() if algo == "sac" else MDPOOffAgent(MDPOOffConfig(hidden=(32, 32)), SPEC)
+    agent.actor.load_state_dict(other.actor.state_dict())
+    noise = torch.randn(5, ACT_DIM)
+    with torch.no_grad():
+        mean, log_std = agent.actor(obs)
+        expected = agent.actor.squash(mean + log_std.exp() * noise)
+    got = agent._numpy_sampler(obs.numpy(), noise.numpy())
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-6)
+    actions = agent.explore(obs)
+    assert actions.shape == (5, ACT_DIM) and torch.all(actions >= torch.from_numpy(LOW))
+    assert torch.all(actions <= torch.from_numpy(HIGH))

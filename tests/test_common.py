@@ -190,12 +190,15 @@ def _twin_nets():
     return net, ref
 
 
+@pytest.mark.parametrize("use_numpy", [True, False])  # the CPU path and the torch path (used on GPU)
 @pytest.mark.parametrize("max_grad_norm", [None, 0.05])
 @pytest.mark.parametrize("loss_scale", [1.0, 1e-5])  # 1e-5: gradients of the order of eps, so eps matters
-def test_flat_adam_equals_torch_adam(max_grad_norm, loss_scale):
+def test_flat_adam_equals_torch_adam(max_grad_norm, loss_scale, use_numpy):
     net, ref = _twin_nets()
     kwargs = dict(lr=1e-2, betas=(0.9, 0.99), eps=1e-5)
     flat = FlatAdam(net.parameters(), max_grad_norm=max_grad_norm, **kwargs)
+    assert flat.use_numpy  # the default on CPU
+    flat.use_numpy = use_numpy
     torch_adam = torch.optim.Adam(ref.parameters(), **kwargs)
     start = [p.detach().clone() for p in ref.parameters()]
     for step in range(6):
@@ -206,7 +209,7 @@ def test_flat_adam_equals_torch_adam(max_grad_norm, loss_scale):
         returned = flat.step()
         assert (returned is None) == (max_grad_norm is None)
         if returned is not None:
-            assert returned.item() == norm.item()
+            assert returned.item() == pytest.approx(norm.item(), rel=1e-12)
 
         torch_adam.zero_grad()
         (loss_scale * (ref(x) - y).square().mean()).backward()

@@ -102,8 +102,13 @@ class SACAgent(Agent):
         self.target_flat, _ = flatten_parameters(self.critic_target.parameters(), with_grad=False)
         self.alpha_optimizer = FlatAdam([self.log_alpha], cfg.alpha_lr) if cfg.autotune else None
         self.updates = 0
+        self._numpy_sampler = None  # built on first CPU use, after the optimisers flattened the weights
 
     def explore(self, obs: Tensor) -> Tensor:
+        if obs.device.type == "cpu":  # NumPy acting: a few microseconds instead of ~30 torch dispatches
+            if self._numpy_sampler is None:
+                self._numpy_sampler = self.actor.numpy_sampler()
+            return torch.from_numpy(self._numpy_sampler(obs.numpy()))
         return self.actor.sample(obs)[0]
 
     def deterministic_action(self, obs: Tensor) -> Tensor:

@@ -19,11 +19,15 @@ class RunningMeanStd:
     def update(self, batch: np.ndarray) -> None:
         batch = np.asarray(batch, np.float64)
         batch_count = batch.shape[0]
-        if batch_count == 1:  # the common single-env case, without numpy's reduction overhead
-            batch_mean, batch_var = batch[0], 0.0
-        else:
-            batch_mean = batch.mean(0)
-            batch_var = np.square(batch - batch_mean).mean(0)
+        if batch_count == 1:  # the common single-env case: the same update in the fewest array ops
+            delta = batch[0] - self.mean
+            total = self.count + 1.0
+            self.mean = self.mean + delta / total
+            self.var = (self.var * self.count + delta * delta * (self.count / total)) / total
+            self.count = total
+            return
+        batch_mean = batch.mean(0)
+        batch_var = np.square(batch - batch_mean).mean(0)
         delta = batch_mean - self.mean
         total = self.count + batch_count
         self.mean = self.mean + delta * batch_count / total
@@ -50,8 +54,11 @@ class ObsNormalizer:
     def __call__(self, obs: np.ndarray, update: bool = False) -> np.ndarray:
         if update:
             self.rms.update(obs)
-        out = (obs - self.rms.mean) / np.sqrt(self.rms.var + self.eps)
-        return np.minimum(np.maximum(out, -self.clip), self.clip).astype(np.float32)  # np.clip is slower
+        out = obs - self.rms.mean
+        out /= np.sqrt(self.rms.var + self.eps)
+        np.maximum(out, -self.clip, out=out)  # np.clip is slower
+        np.minimum(out, self.clip, out=out)
+        return out.astype(np.float32)
 
     def state_dict(self) -> dict:
         return self.rms.state_dict()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -53,6 +54,9 @@ class FlatAdam:
         self.exp_avg = torch.zeros_like(self.flat)
         self.exp_avg_sq = torch.zeros_like(self.flat)
         self._denom = torch.empty_like(self.flat)
+        # NumPy ops on views of these buffers cost a few microseconds, torch's ~10: the small nets'
+        # optimiser steps run that way on CPU (set False to force the torch path)
+        self.use_numpy = self.flat.device.type == "cpu"
         self.steps = 0
         self.lr, self.betas, self.eps, self.max_grad_norm = lr, betas, eps, max_grad_norm
 
@@ -66,6 +70,8 @@ class FlatAdam:
     @torch.no_grad()
     def step(self) -> Tensor | None:
         """One Adam step; with clipping, returns the gradient norm before clipping (else None)."""
+        if self.use_numpy:
+            return self._step_numpy()
         norm = None
         if self.max_grad_norm is not None:
             norm = self.grad_norm()
@@ -79,6 +85,34 @@ class FlatAdam:
         # lr/bias1 * m / (sqrt(v/bias2) + eps), rearranged so it needs two passes over v, not four
         torch.sqrt(self.exp_avg_sq, out=self._denom).add_(self.eps * sqrt_bias2)
         self.flat.addcdiv_(self.exp_avg, self._denom, value=-self.lr * sqrt_bias2 / bias1)
+        return norm
+
+    def _step_numpy(self) -> Tensor | None:
+        """The same step in NumPy on views of the same buffers: a third of torch's per-op cost on CPU."""
+        p, g, m, v, tmp = (t.numpy() for t in (self.flat, self.grad, self.exp_avg, self.exp_avg_sq, self._denom))
+        norm = None
+        if self.max_grad_norm is not None:
+            norm_value = math.sqrt(float(np.dot(g, g)))
+            norm = torch.tensor(norm_value, dtype=self.flat.dtype)
+            coef = self.max_grad_norm / (norm_value + 1e-6)
+            if coef < 1.0:
+                g *= coef
+        self.steps += 1
+        beta1, beta2 = self.betas
+        np.subtract(g, m, out=tmp)  # m += (1 - beta1) (g - m)
+        tmp *= 1.0 - beta1
+        m += tmp
+        np.multiply(g, g, out=tmp)  # v = beta2 v + (1 - beta2) g^2
+        tmp *= 1.0 - beta2
+        v *= beta2
+        v += tmp
+        bias1 = 1.0 - beta1**self.steps
+        sqrt_bias2 = math.sqrt(1.0 - beta2**self.steps)
+        np.sqrt(v, out=tmp)
+        tmp += self.eps * sqrt_bias2
+        np.divide(m, tmp, out=tmp)
+        tmp *= self.lr * sqrt_bias2 / bias1
+        p -= tmp
         return norm
 
     def state_dict(self) -> dict:
