@@ -1,0 +1,107 @@
+"""Batched sampling and per-token log-probs (spec alignment.md §0.2–0.3).
+
+Layout shared by every online method: prompts are left-padded (`prompt_ids`, `prompt_mask`),
+completions right-padded (`completion_ids`, `completion_mask`), and the completion mask is 1 up to
+and including the first EOS, 0 after it; tokens after the first EOS are replaced by padding.
+Log-probs are taken in fp32 at the sampling temperature, with the position ids that generation
+used (left padding shifts them), so `sequence_logprobs` reproduces the sampling distribution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from rlopt.alignment.losses import masked_sum, token_logprobs
+
+
+@dataclass
+class Completions:
+    prompt_ids: Tensor  # [B, P] left-padded
+    prompt_mask: Tensor  # [B, P]
+    completion_ids: Tensor  # [B, T] right-padded, pad after the first EOS
+    completion_mask: Tensor  # [B, T] float, 1 up to and including the first EOS
+    has_eos: Tensor  # [B] bool: ended with an EOS (not cut at max_new_tokens)
+    texts: list[str]  # decoded completions with special tokens kept, padding removed
+
+
+def eos_mask(completion_ids: Tensor, eos_token_id: int) -> tuple[Tensor, Tensor]:
+    """(mask [B, T] float: 1 up to and including the first EOS, has_eos [B] bool)."""
+    is_eos = completion_ids == eos_token_id
+    has_eos = is_eos.any(-1)
+    length = completion_ids.shape[1]
+    first = torch.where(has_eos, is_eos.int().argmax(-1), torch.full_like(has_eos, length, dtype=torch.long))
+    positions = torch.arange(length, device=completion_ids.device)
+    return (positions[None, :] <= first[:, None]).float(), has_eos
+
+
+def position_ids(attention_mask: Tensor) -> Tensor:
+    """Positions counted over real tokens only (what `generate` uses with left padding)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+@torch.no_grad()
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    num_samples: int = 1,
+    forced_prefix: list[str] | None = None,
+) -> Completions:
+    """Sample `num_samples` completions per prompt (rows are prompt-major: prompt i -> rows i*n..i*n+n-1).
+
+    `forced_prefix` (one string per prompt, e.g. the start of a reference answer for DR-PO) is
+    appended to the prompt text before sampling; it becomes part of the prompt, not the completion.
+    """
+    texts = prompts if forced_prefix is None else [f"{p} {f}".strip() for p, f in zip(prompts, forced_prefix)]
+    tokenizer.padding_side = "left"
+    enc = tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
+    device = next(model.parameters()).device
+    prompt_ids = enc["input_ids"].to(device).repeat_interleave(num_samples, 0)
+    prompt_mask = enc["attention_mask"].to(device).repeat_interleave(num_samples, 0)
+    out = model.generate(
+        input_ids=prompt_ids,
+        attention_mask=prompt_mask,
+        do_sample=True,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    completion_ids = out[:, prompt_ids.shape[1] :]
+    if completion_ids.shape[1] < max_new_tokens:  # generation stopped early everywhere: pad to a fixed width
+        pad = completion_ids.new_full(
+            (completion_ids.shape[0], max_new_tokens - completion_ids.shape[1]), tokenizer.pad_token_id
+        )
+        completion_ids = torch.cat([completion_ids, pad], 1)
+    mask, has_eos = eos_mask(completion_ids, tokenizer.eos_token_id)
+    completion_ids = torch.where(mask.bool(), completion_ids, tokenizer.pad_token_id)
+    decoded = tokenizer.batch_decode(completion_ids, skip_special_tokens=False)
+    pad_text = tokenizer.pad_token
+    texts_out = [" ".join(t.replace(pad_text, " ").split()) for t in decoded]
+    return Completions(prompt_ids, prompt_mask, completion_ids, mask, has_eos, texts_out)
+
+
+def sequence_logprobs(
+    model,
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    completion_ids: Tensor,
+    completion_mask: Tensor,
+    temperature: float = 1.0,
+) -> tuple[Tensor, Tensor]:
+    """(per-token log-probs [B, T] masked, fp32; their sum L(y|x) [B]) of the completions given the prompts."""
+    input_ids = torch.cat([prompt_ids, completion_ids], 1)
+    attention = torch.cat([prompt_mask, completion_mask.to(prompt_mask.dtype)], 1)
+    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids(attention)).logits
+    logits = logits[:, prompt_ids.shape[1] - 1 : -1]  # the logits that predict each completion token
+    per_token = token_logprobs(logits, completion_ids, temperature) * completion_mask
+    return per_token, masked_sum(per_token, completion_mask)

@@ -1,0 +1,80 @@
+"""Sampling and log-probs (spec alignment.md §0.2): EOS masking, padding contributes nothing, and the
+scored log-probs are those of the sampling distribution (same temperature, same positions)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from rlopt.alignment.losses import token_logprobs  # noqa: E402
+from rlopt.alignment.models import build_tiny_model, load_causal_lm, load_tokenizer  # noqa: E402
+from rlopt.alignment.rollout import eos_mask, generate, sequence_logprobs  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = build_tiny_model(tmp_path_factory.mktemp("tiny") / "policy", seed=0)
+    return load_causal_lm(path).eval(), load_tokenizer(path)
+
+
+def test_eos_mask_includes_the_first_eos_only():
+    ids = torch.tensor([[5, 2, 7, 2], [5, 6, 7, 8], [2, 0, 0, 0]])
+    mask, has_eos = eos_mask(ids, eos_token_id=2)
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
+    assert has_eos.tolist() == [True, False, True]
+
+
+def test_generate_layout_and_eos_truncation(tiny):
+    model, tok = tiny
+    torch.manual_seed(0)
+    prompts = ["3 8 1 8 5 |", "1 |", "9 9 + 1 ="]
+    out = generate(model, tok, prompts, max_new_tokens=8, num_samples=2)
+    assert out.prompt_ids.shape[0] == 6 and out.completion_ids.shape == (6, 8)
+    assert torch.equal(out.prompt_ids[0], out.prompt_ids[1])  # prompt-major rows
+    assert out.prompt_mask[2:4, 0].tolist() == [0, 0]  # the short prompt is left-padded
+    for row in range(6):
+        n = int(out.completion_mask[row].sum())
+        assert (out.completion_ids[row, n:] == tok.pad_token_id).all()  # pad after the first EOS
+        if out.has_eos[row]:
+            assert out.completion_ids[row, n - 1] == tok.eos_token_id and out.texts[row].endswith("<eos>")
+        else:
+            assert n == 8 and "<eos>" not in out.texts[row]
+        assert "<pad>" not in out.texts[row]
+
+
+def test_sequence_logprobs_reproduce_sampling_distribution(tiny):
+    """Scores from a fresh forward pass equal the logits `generate` sampled from (left padding included),
+    at the sampling temperature; tokens after EOS contribute exactly 0."""
+    model, tok = tiny
+    torch.manual_seed(1)
+    prompts = ["3 8 1 8 5 |", "1 |"]
+    enc = tok(prompts, padding=True, return_tensors="pt", add_special_tokens=False)
+    gen = model.generate(
+        **enc,
+        do_sample=True,
+        top_k=0,
+        max_new_tokens=6,
+        temperature=0.7,
+        output_logits=True,
+        return_dict_in_generate=True,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    completion = gen.sequences[:, enc["input_ids"].shape[1] :]
+    mask, _ = eos_mask(completion, tok.eos_token_id)
+    step_logits = torch.stack(gen.logits, 1)  # raw logits of each generation step [B, T, V]
+    expected = token_logprobs(step_logits, completion, 0.7) * mask
+    per_token, total = sequence_logprobs(model, enc["input_ids"], enc["attention_mask"], completion, mask, 0.7)
+    torch.testing.assert_close(per_token, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(total, expected.sum(-1), atol=1e-5, rtol=1e-5)
+    assert (per_token[mask == 0] == 0).all()
+    # masked positions (after an EOS, or padding) contribute nothing, whatever tokens they hold
+    short = mask.clone()
+    short[:, 3:] = 0
+    garbage = torch.where(short.bool(), completion, torch.full_like(completion, 7))
+    _, clean = sequence_logprobs(model, enc["input_ids"], enc["attention_mask"], completion, short, 0.7)
+    _, dirty = sequence_logprobs(model, enc["input_ids"], enc["attention_mask"], garbage, short, 0.7)
+    torch.testing.assert_close(dirty, clean)
+    torch.testing.assert_close(clean, expected[:, :3].sum(-1), atol=1e-5, rtol=1e-5)
