@@ -151,13 +151,14 @@ class Task:
 
     def sft_examples(self, n: int, seed: int, p_good: float | None = None) -> list[dict[str, str]]:
         """Prompt–completion pairs (TRL's standard format): the answer with probability p_good, else a
-        corruption; completions end with <eos>."""
+        corruption. Completions start with a space (so prompt + completion tokenises as the two parts do)
+        and end with <eos>."""
         p_good = self.sft_p_good if p_good is None else p_good
         rng = np.random.default_rng(seed + 1)
         examples = []
         for prompt in self.train_prompts(n, seed):
             answer = self.answer(prompt) if rng.random() < p_good else self.corrupt(prompt, rng)
-            examples.append({"prompt": prompt, "completion": spaced([*answer, EOS])})
+            examples.append({"prompt": prompt, "completion": " " + spaced([*answer, EOS])})
         return examples
 
 
