@@ -108,3 +108,52 @@ def test_malformed_preference_dataset_is_one_clear_error(models, tmp_path):
         )
     with pytest.raises(ValueError, match="beta"):
         DPOConfig(output_dir=str(tmp_path / "y"), beta=0.0)
+
+
+def test_resume_continues_exactly(models, tmp_path):
+    """A 4-step run interrupted after step 2 and resumed from its checkpoint gives the same losses and final
+    weights as the uninterrupted run (same schedule: the interruption is a stop, not a shorter max_steps)."""
+    from transformers import TrainerCallback
+
+    class StopAt(TrainerCallback):
+        def __init__(self, step):
+            self.step = step
+
+        def on_step_end(self, args, state, control, **kwargs):
+            steps_run.append(state.global_step)
+            if state.global_step == self.step:
+                control.should_save = True
+                control.should_training_stop = True
+
+    path, _, _ = models
+    tok = load_tokenizer(path)
+    data = preference_dataset(16)
+    steps_run: list[int] = []
+
+    def run(out, stop_at=None, resume=False):
+        policy = load_causal_lm(path)
+        args = DPOConfig(
+            output_dir=str(out),
+            max_steps=4,
+            per_device_train_batch_size=4,
+            learning_rate=1e-2,
+            save_strategy="no",
+            logging_steps=1,
+            report_to="none",
+            seed=3,
+        )
+        trainer = DPOTrainer(policy, args, data, tok, callbacks=[StopAt(stop_at or -1)])
+        trainer.train(resume_from_checkpoint=resume or None)
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        return losses, {k: v.clone() for k, v in policy.state_dict().items()}
+
+    straight_losses, straight_weights = run(tmp_path / "straight")
+    first_losses, _ = run(tmp_path / "split", stop_at=2)
+    steps_run.clear()
+    resumed_losses, resumed_weights = run(tmp_path / "split", resume=True)
+    assert steps_run == [3, 4]  # it really continued from the step-2 checkpoint
+    assert len(straight_losses) == 4 and straight_losses[0] != straight_losses[-1]
+    assert first_losses == pytest.approx(straight_losses[:2], abs=1e-7)
+    assert resumed_losses == pytest.approx(straight_losses, abs=1e-7)  # the history includes steps 1-2
+    for name, value in straight_weights.items():
+        torch.testing.assert_close(resumed_weights[name], value, atol=0, rtol=0, msg=name)
