@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 import torch
 from transformers import Trainer, TrainingArguments
 
+from rlopt.alignment.data import PreferenceCollator, check_columns, tokenize_preferences
 from rlopt.alignment.losses import dpo_logits, dpo_loss
 from rlopt.alignment.rollout import sequence_logprobs
-
-PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
 
 
 @dataclass
@@ -34,71 +33,9 @@ class DPOConfig(TrainingArguments):
             raise ValueError(f"loss_type: must be 'sigmoid' or 'ipo', got {self.loss_type!r}")
 
 
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
-
-
-def tokenize_preferences(example: dict, tokenizer) -> dict:
-    """(prompt, chosen, rejected) -> prompt_ids, chosen_ids, rejected_ids; EOS appended where missing.
-
-    prompt + completion is tokenised whole and cut where it first differs from the prompt alone (for
-    either completion), so tokens that merge across the boundary stay in the completion.
-    """
-    eos = tokenizer.eos_token
-    prompt_ids = tokenizer(example["prompt"], add_special_tokens=False)["input_ids"]
-    full = {}
-    for name in ("chosen", "rejected"):
-        text = example[name] if example[name].endswith(eos) else example[name] + eos
-        full[name] = tokenizer(example["prompt"] + text, add_special_tokens=False)["input_ids"]
-    cut = min(common_prefix(prompt_ids, full["chosen"]), common_prefix(prompt_ids, full["rejected"]))
-    return {
-        "prompt_ids": full["chosen"][:cut],
-        "chosen_ids": full["chosen"][cut:],
-        "rejected_ids": full["rejected"][cut:],
-    }
-
-
-def check_preference_columns(dataset) -> None:
-    missing = [c for c in PREFERENCE_COLUMNS if c not in dataset.column_names]
-    if missing:
-        raise ValueError(
-            f"preference dataset is missing column(s) {missing}: expected 'prompt', 'chosen', 'rejected' "
-            f"(TRL's standard preference format), got {dataset.column_names}"
-        )
-
-
-def _pad(rows: list[list[int]], value: int, left: bool) -> torch.Tensor:
-    width = max(len(r) for r in rows)
-    return torch.tensor([[value] * (width - len(r)) + r if left else r + [value] * (width - len(r)) for r in rows])
-
-
-@dataclass
-class PreferenceCollator:
-    """Tokenised pairs -> [2B] rows (chosen first): left-padded prompts, right-padded completions."""
-
-    pad_token_id: int
-
-    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        prompts = [ex["prompt_ids"] for ex in examples] * 2
-        completions = [ex["chosen_ids"] for ex in examples] + [ex["rejected_ids"] for ex in examples]
-        batch = {
-            "prompt_ids": _pad(prompts, self.pad_token_id, left=True),
-            "prompt_mask": _pad([[1] * len(p) for p in prompts], 0, left=True),
-            "completion_ids": _pad(completions, self.pad_token_id, left=False),
-            "completion_mask": _pad([[1] * len(c) for c in completions], 0, left=False).float(),
-        }
-        for name in ("ref_chosen_logps", "ref_rejected_logps"):
-            if name in examples[0]:
-                batch[name] = torch.tensor([float(ex[name]) for ex in examples])
-        return batch
-
-
 class DPOTrainer(Trainer):
     def __init__(self, model, args: DPOConfig, train_dataset, processing_class, ref_model=None, **kwargs):
-        check_preference_columns(train_dataset)
+        check_columns(train_dataset, ("prompt", "chosen", "rejected"), "preference")
         if "prompt_ids" not in train_dataset.column_names:
             train_dataset = train_dataset.map(tokenize_preferences, fn_kwargs={"tokenizer": processing_class})
         kwargs.setdefault("data_collator", PreferenceCollator(processing_class.pad_token_id))

@@ -1,0 +1,39 @@
+"""Supervised fine-tuning with the completion-only loss (spec alignment.md §1.1) on `transformers.Trainer`.
+
+Data: TRL's standard prompt–completion format. The loss is the token mean of −log π(y_t | x, y_<t)
+over completion tokens only (prompt tokens and padding are masked), the same quantity TRL's
+`SFTTrainer` minimises on such data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transformers import Trainer, TrainingArguments
+
+from rlopt.alignment.data import CompletionCollator, check_columns, tokenize_completion
+from rlopt.alignment.losses import sft_loss
+from rlopt.alignment.rollout import sequence_logprobs
+
+
+@dataclass
+class SFTConfig(TrainingArguments):
+    remove_unused_columns: bool = False  # the collator needs the token-id columns
+
+
+class SFTTrainer(Trainer):
+    def __init__(self, model, args: SFTConfig, train_dataset, processing_class, **kwargs):
+        check_columns(train_dataset, ("prompt", "completion"), "prompt-completion")
+        if "prompt_ids" not in train_dataset.column_names:
+            train_dataset = train_dataset.map(tokenize_completion, fn_kwargs={"tokenizer": processing_class})
+        kwargs.setdefault("data_collator", CompletionCollator(processing_class.pad_token_id))
+        super().__init__(
+            model=model, args=args, train_dataset=train_dataset, processing_class=processing_class, **kwargs
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        per_token, _ = sequence_logprobs(
+            model, inputs["prompt_ids"], inputs["prompt_mask"], inputs["completion_ids"], inputs["completion_mask"]
+        )
+        loss = sft_loss(per_token, inputs["completion_mask"])
+        return (loss, {"per_token_logps": per_token.detach()}) if return_outputs else loss
