@@ -97,3 +97,22 @@ class CompletionCollator:
             "completion_ids": _pad(completions, self.pad_token_id, left=False),
             "completion_mask": _pad([[1] * len(c) for c in completions], 0, left=False).float(),
         }
+
+
+@dataclass
+class SequencePairCollator:
+    """Tokenised pairs -> [2B] full sequences prompt + completion (chosen rows first), right-padded, for
+    sequence-classification reward models (which score the last non-pad token)."""
+
+    pad_token_id: int
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        rows = [ex["prompt_ids"] + ex["chosen_ids"] for ex in examples]
+        rows += [ex["prompt_ids"] + ex["rejected_ids"] for ex in examples]
+        batch = {
+            "input_ids": _pad(rows, self.pad_token_id, left=False),
+            "attention_mask": _pad([[1] * len(r) for r in rows], 0, left=False),
+        }
+        if "margin" in examples[0]:
+            batch["margin"] = torch.tensor([float(ex["margin"]) for ex in examples])
+        return batch

@@ -1,0 +1,89 @@
+"""VPO — value-incentivised preference optimisation (spec alignment.md §5).
+
+L = L_DPO + s α β (L_θ(y_cal) − L_ref(y_cal)), s = +1 online (optimism), −1 offline (pessimism).
+
+* Offline (`VPOTrainer`): fixed pairs; the calibration samples are the chosen responses (default,
+  an NLL anchor on y_w) — α = 0 is DPO.
+* Online (`OnlineVPOTrainer`): pairs from the policy as in online DPO, plus one reference sample per
+  prompt as the calibration sample (π_cal = π_ref) — α = 0 is online DPO.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from rlopt.alignment.dpo import DPOConfig, DPOTrainer
+from rlopt.alignment.losses import vpo_loss, vpo_value_term
+from rlopt.alignment.online import OnlineDPOConfig, OnlineDPOTrainer
+from rlopt.alignment.rollout import sequence_logprobs
+
+
+@dataclass
+class VPOConfig(DPOConfig):
+    alpha: float = field(default=0.1, metadata={"help": "value-term coefficient α (the term is s α β ...)"})
+
+
+@dataclass
+class OnlineVPOConfig(OnlineDPOConfig):
+    alpha: float = field(default=0.1, metadata={"help": "value-term coefficient α"})
+
+
+class VPOTrainer(DPOTrainer):
+    """Offline VPO with π_cal = the chosen responses."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        chosen, rejected = self.pair_logps(model, inputs)
+        if "ref_chosen_logps" in inputs:
+            ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        else:
+            with torch.no_grad():
+                ref_chosen, ref_rejected = self.pair_logps(self.ref_model, inputs)
+        args = self.args
+        losses = vpo_loss(
+            chosen,
+            rejected,
+            ref_chosen,
+            ref_rejected,
+            chosen,
+            ref_chosen,
+            args.beta,
+            args.alpha,
+            online=False,
+            loss_type=args.loss_type,
+        )
+        loss = losses.mean()
+        if return_outputs:
+            return loss, {"value_term": vpo_value_term(chosen, ref_chosen, args.beta).detach()}
+        return loss
+
+
+class OnlineVPOTrainer(OnlineDPOTrainer):
+    """Online VPO with π_cal = π_ref: one extra reference sample per prompt as calibration."""
+
+    def pair_loss(self, p_w, p_l, r_w, r_l, policy_second):
+        cal = self._calibration
+        return vpo_loss(
+            p_w,
+            p_l,
+            r_w,
+            r_l,
+            cal["policy"],
+            cal["ref"],
+            self.args.beta,
+            self.args.alpha,
+            online=True,
+            loss_type=self.args.loss_type,
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        prompts = inputs["prompts"]
+        with torch.no_grad():
+            y_cal = self._sample(self.ref_model, prompts)
+        tensors = (y_cal.prompt_ids, y_cal.prompt_mask, y_cal.completion_ids, y_cal.completion_mask)
+        temperature = self.args.temperature
+        with torch.no_grad():
+            ref = sequence_logprobs(self.ref_model, *tensors, temperature)[1]
+        self._calibration = {"policy": sequence_logprobs(model, *tensors, temperature)[1], "ref": ref}
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
