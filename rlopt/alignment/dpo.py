@@ -12,18 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 
+from rlopt.alignment.arguments import AlignmentArguments
 from rlopt.alignment.data import PreferenceCollator, check_columns, tokenize_preferences
 from rlopt.alignment.losses import dpo_logits, dpo_loss
 from rlopt.alignment.rollout import sequence_logprobs
 
 
 @dataclass
-class DPOConfig(TrainingArguments):
+class DPOConfig(AlignmentArguments):
     beta: float = field(default=0.1, metadata={"help": "KL strength β of −log σ(β z)"})
     loss_type: str = field(default="sigmoid", metadata={"help": "'sigmoid' (DPO) or 'ipo'"})
-    remove_unused_columns: bool = False  # the collator needs the token-id columns
 
     def __post_init__(self):
         super().__post_init__()

@@ -20,8 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 
+from rlopt.alignment.arguments import AlignmentArguments
 from rlopt.alignment.data import check_columns
 from rlopt.alignment.losses import dpo_loss, xpo_loss
 from rlopt.alignment.rollout import Completions, generate, sequence_logprobs
@@ -30,7 +31,7 @@ RewardFn = Callable[[list[str], list[str]], "list[float]"]
 
 
 @dataclass
-class OnlineDPOConfig(TrainingArguments):
+class OnlineDPOConfig(AlignmentArguments):
     beta: float = field(default=0.1, metadata={"help": "KL strength β"})
     loss_type: str = field(default="sigmoid", metadata={"help": "'sigmoid' or 'ipo'"})
     max_new_tokens: int = 8
@@ -38,7 +39,6 @@ class OnlineDPOConfig(TrainingArguments):
     top_k: int = 0
     missing_eos_penalty: float | None = None  # subtracted from the score of completions without EOS
     preference_temperature: float | None = None  # None: order by score; T: Bradley–Terry draw
-    remove_unused_columns: bool = False
 
     def __post_init__(self):
         super().__post_init__()

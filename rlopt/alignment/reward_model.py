@@ -10,16 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 
+from rlopt.alignment.arguments import AlignmentArguments
 from rlopt.alignment.data import SequencePairCollator, check_columns, tokenize_preferences
 from rlopt.alignment.losses import reward_model_loss
 
 
 @dataclass
-class RewardConfig(TrainingArguments):
+class RewardConfig(AlignmentArguments):
     center_rewards_coefficient: float | None = None
-    remove_unused_columns: bool = False
 
 
 class RewardTrainer(Trainer):

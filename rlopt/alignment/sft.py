@@ -9,16 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 
+from rlopt.alignment.arguments import AlignmentArguments
 from rlopt.alignment.data import CompletionCollator, check_columns, tokenize_completion
 from rlopt.alignment.losses import sft_loss
 from rlopt.alignment.rollout import sequence_logprobs
 
 
 @dataclass
-class SFTConfig(TrainingArguments):
-    remove_unused_columns: bool = False  # the collator needs the token-id columns
+class SFTConfig(AlignmentArguments):
+    """TrainingArguments for SFT (no fields of its own yet)."""
 
 
 class SFTTrainer(Trainer):

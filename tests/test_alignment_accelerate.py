@@ -1,0 +1,43 @@
+"""`accelerate launch` with configs/accelerate/cpu_2proc.yaml: two CPU processes (DDP over gloo) take the
+same first DPO step as one process with the same global batch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("accelerate")
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "tests" / "scripts" / "dpo_first_step.py"
+
+
+@pytest.mark.slow
+def test_two_process_first_step_equals_one_process(tmp_path):
+    if shutil.which("accelerate") is None:
+        pytest.skip("the accelerate CLI is not on PATH")
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    subprocess.run([sys.executable, str(SCRIPT), str(one), "--batch", "8"], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [
+            "accelerate",
+            "launch",
+            "--config_file",
+            "configs/accelerate/cpu_2proc.yaml",
+            str(SCRIPT),
+            str(two),
+            "--batch",
+            "4",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    single, double = json.loads(one.read_text()), json.loads(two.read_text())
+    assert (single["world_size"], double["world_size"]) == (1, 2)
+    assert double["loss"] == pytest.approx(single["loss"], abs=1e-6)
