@@ -41,3 +41,12 @@ def test_two_process_first_step_equals_one_process(tmp_path):
     single, double = json.loads(one.read_text()), json.loads(two.read_text())
     assert (single["world_size"], double["world_size"]) == (1, 2)
     assert double["loss"] == pytest.approx(single["loss"], abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["cpu_2proc", "multi_gpu", "zero2", "zero3", "fsdp"])
+def test_accelerate_configs_parse(name):
+    """Every shipped accelerate config loads with accelerate's own parser (only cpu_2proc is run here)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(ROOT / "configs" / "accelerate" / f"{name}.yaml"))
+    assert config.num_processes >= 2 and config.num_machines == 1
