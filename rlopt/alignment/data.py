@@ -116,3 +116,61 @@ class SequencePairCollator:
         if "margin" in examples[0]:
             batch["margin"] = torch.tensor([float(ex["margin"]) for ex in examples])
         return batch
+
+
+# ----------------------------------------------------------------------------- user datasets
+
+FORMATS = {
+    "prompt-only": ("prompt",),
+    "prompt-completion": ("prompt", "completion"),
+    "preference": ("prompt", "chosen", "rejected"),
+}
+LOCAL_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def load_user_dataset(source: str, split: str = "train"):
+    """A `datasets.Dataset` from a local JSON/JSONL/Parquet/CSV file, a folder saved with `save_to_disk`,
+    or a hub dataset name (used by anyone with internet)."""
+    from pathlib import Path
+
+    import datasets
+
+    path = Path(source)
+    if path.is_dir() and (path / "dataset_info.json").is_file():
+        loaded = datasets.load_from_disk(str(path))
+        return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+    if path.suffix in LOCAL_BUILDERS:
+        if not path.is_file():
+            raise FileNotFoundError(f"dataset file {source!r} does not exist")
+        return datasets.load_dataset(LOCAL_BUILDERS[path.suffix], data_files=str(path), split="train")
+    return datasets.load_dataset(source, split=split)
+
+
+def to_standard_format(dataset, kind: str, tokenizer):
+    """Check the columns of a TRL-format dataset and render conversational examples to text.
+
+    `kind` is "prompt-only", "prompt-completion" or "preference". Standard (string) examples pass
+    through; conversational ones (lists of {"role", "content"} messages) go through the tokenizer's
+    chat template as TRL renders them (prompt with the generation prompt, completions as the rest).
+    A preference dataset with an implicit prompt (only "chosen"/"rejected") has its shared prefix
+    extracted as the prompt first.
+    """
+    if kind not in FORMATS:
+        raise ValueError(f"unknown dataset kind {kind!r}; choose from {sorted(FORMATS)}")
+    from trl.data_utils import is_conversational, maybe_apply_chat_template, maybe_extract_prompt
+
+    if (
+        kind == "preference"
+        and "prompt" not in dataset.column_names
+        and {"chosen", "rejected"} <= set(dataset.column_names)
+    ):
+        dataset = dataset.map(maybe_extract_prompt)
+    check_columns(dataset, FORMATS[kind], kind)
+    if len(dataset) and is_conversational(dataset[0]):
+        if tokenizer.chat_template is None:
+            raise ValueError(
+                "the dataset is conversational (lists of role/content messages) but the tokenizer has no chat "
+                "template; use a chat model's tokenizer or a dataset in the standard (string) format"
+            )
+        dataset = dataset.map(maybe_apply_chat_template, fn_kwargs={"processing_class": tokenizer})
+    return dataset

@@ -15,7 +15,7 @@ import torch
 from transformers import Trainer
 
 from rlopt.alignment.arguments import AlignmentArguments
-from rlopt.alignment.data import PreferenceCollator, check_columns, tokenize_preferences
+from rlopt.alignment.data import PreferenceCollator, to_standard_format, tokenize_preferences
 from rlopt.alignment.losses import dpo_logits, dpo_loss
 from rlopt.alignment.rollout import sequence_logprobs
 
@@ -35,7 +35,7 @@ class DPOConfig(AlignmentArguments):
 
 class DPOTrainer(Trainer):
     def __init__(self, model, args: DPOConfig, train_dataset, processing_class, ref_model=None, **kwargs):
-        check_columns(train_dataset, ("prompt", "chosen", "rejected"), "preference")
+        train_dataset = to_standard_format(train_dataset, "preference", processing_class)
         if "prompt_ids" not in train_dataset.column_names:
             train_dataset = train_dataset.map(tokenize_preferences, fn_kwargs={"tokenizer": processing_class})
         kwargs.setdefault("data_collator", PreferenceCollator(processing_class.pad_token_id))

@@ -23,7 +23,7 @@ import torch
 from transformers import Trainer
 
 from rlopt.alignment.arguments import AlignmentArguments
-from rlopt.alignment.data import check_columns
+from rlopt.alignment.data import to_standard_format
 from rlopt.alignment.losses import dpo_loss, xpo_loss
 from rlopt.alignment.rollout import Completions, generate, sequence_logprobs
 
@@ -68,7 +68,7 @@ class OnlineDPOTrainer(Trainer):
         ref_model=None,
         **kwargs,
     ):
-        check_columns(train_dataset, ("prompt",), "prompt-only")
+        train_dataset = to_standard_format(train_dataset, "prompt-only", processing_class)
         kwargs.setdefault("data_collator", prompt_collator)
         super().__init__(
             model=model, args=args, train_dataset=train_dataset, processing_class=processing_class, **kwargs
