@@ -109,3 +109,26 @@ def test_bt_oracle_probability():
 def test_unknown_task_is_one_clear_error():
     with pytest.raises(ValueError, match="unknown task 'sort6'"):
         get_task("sort6")
+
+
+def test_sample_preference_pairs(tmp_path):
+    pytest.importorskip("transformers")
+    from rlopt.alignment.models import build_tiny_model, load_causal_lm, load_tokenizer
+    from rlopt.alignment.tasks import sample_preference_pairs
+
+    path = build_tiny_model(tmp_path / "m", seed=0)
+    model, tok = load_causal_lm(path), load_tokenizer(path)
+    task = get_task("sort5")
+    prompts = task.train_prompts(64, seed=5)
+    sharp = sample_preference_pairs(task, model, tok, prompts, temperature=1e-6, seed=0)
+    assert 0 < len(sharp) <= 64
+    for row in sharp:
+        assert row["chosen"] != row["rejected"]  # identical pairs are dropped
+        assert row["gold_chosen"] >= row["gold_rejected"]  # a near-noiseless oracle follows the gold order
+        assert row["gold_chosen"] == task.reward(row["prompt"], row["chosen"])
+    noisy = sample_preference_pairs(task, model, tok, prompts, temperature=100.0, seed=0)
+    flipped = sum(r["gold_chosen"] < r["gold_rejected"] for r in noisy)
+    assert flipped > 0  # at a high temperature the labels are close to coin flips
+    assert sample_preference_pairs(task, model, tok, prompts, 0.1, seed=3) == sample_preference_pairs(
+        task, model, tok, prompts, 0.1, seed=3
+    )

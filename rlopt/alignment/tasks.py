@@ -52,8 +52,9 @@ def sort5_reward(prompt: str, completion: str) -> float:
     target = sort5_answer(prompt)
     d, has_eos = parse_completion(completion)
     matches = sum(1 for i, s in enumerate(target) if i < len(d) and d[i] == s)
-    reward = matches / len(target) - 0.1 * abs(len(d) - len(target)) - (0.0 if has_eos else 0.5)
-    return float(min(1.0, max(-1.0, reward)))
+    # in tenths, so that equal rewards are equal floats: 2 per match (1/5), 1 per length unit, 5 without <eos>
+    tenths = 2 * matches - abs(len(d) - len(target)) - (0 if has_eos else 5)
+    return float(min(1.0, max(-1.0, tenths / 10)))
 
 
 def sort5_exact(prompt: str, completion: str) -> bool:
@@ -184,3 +185,38 @@ def bt_preference(reward_a: float, reward_b: float, temperature: float, rng: np.
     z = (reward_a - reward_b) / temperature
     p = 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
     return bool(rng.random() < p)
+
+
+def sample_preference_pairs(
+    task: Task,
+    model,
+    tokenizer,
+    prompts: list[str],
+    temperature: float = 0.1,
+    seed: int = 0,
+    batch_size: int = 512,
+) -> list[dict[str, str]]:
+    """D_pref of spec §8.2: two samples per prompt from `model`, labelled by the gold Bradley–Terry oracle
+    at `temperature`; pairs whose two completions are identical are dropped. Returns TRL-format rows
+    (prompt, chosen, rejected, plus both gold rewards) with completions as " " + text."""
+    import torch
+
+    from rlopt.alignment.rollout import generate
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        torch.manual_seed(seed + start)
+        out = generate(model, tokenizer, chunk, task.max_new_tokens, num_samples=2)
+        for i, prompt in enumerate(chunk):
+            a, b = out.texts[2 * i], out.texts[2 * i + 1]
+            if a == b:
+                continue
+            ra, rb = task.reward(prompt, a), task.reward(prompt, b)
+            if not bt_preference(ra, rb, temperature, rng):
+                a, b, ra, rb = b, a, rb, ra
+            rows.append(
+                {"prompt": prompt, "chosen": " " + a, "rejected": " " + b, "gold_chosen": ra, "gold_rejected": rb}
+            )
+    return rows
