@@ -182,7 +182,7 @@ class SACAgent(Agent):
             "tanh_raw": tanh_raw,
             "std": std,
             "eps": eps,
-            "half_range": torch.tensor(half_range),
+            "half_range": half_range,
         }
 
     @torch.no_grad()

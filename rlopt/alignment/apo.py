@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from rlopt.alignment.data import PreferenceCollator, tokenize_preferences
+from rlopt.alignment.data import PreferenceCollator, tokenized_dataset
 from rlopt.alignment.losses import apo_reference_logps
 from rlopt.alignment.rollout import sequence_logprobs
 
@@ -41,8 +41,7 @@ def sequence_pair_logps(model, dataset, pad_token_id: int, batch_size: int = 256
 def apo_reference_columns(dataset, tokenizer, current, previous, alpha: float):
     """The round's pairs with `ref_chosen_logps` / `ref_rejected_logps` = log π̂_t from π_t (`current`) and
     π_{t−1} (`previous`; pass `current` again in round 0)."""
-    if "prompt_ids" not in dataset.column_names:
-        dataset = dataset.map(tokenize_preferences, fn_kwargs={"tokenizer": tokenizer})
+    dataset = tokenized_dataset(dataset, "preference", tokenizer)
     cur_w, cur_l = sequence_pair_logps(current, dataset, tokenizer.pad_token_id)
     if previous is current:
         prev_w, prev_l = cur_w, cur_l

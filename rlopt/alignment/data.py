@@ -174,3 +174,13 @@ def to_standard_format(dataset, kind: str, tokenizer):
             )
         dataset = dataset.map(maybe_apply_chat_template, fn_kwargs={"processing_class": tokenizer})
     return dataset
+
+
+def tokenized_dataset(dataset, kind: str, tokenizer):
+    """Check/render a TRL-format dataset (`to_standard_format`) and add its token-id columns, unless present:
+    prompt_ids + chosen_ids/rejected_ids for "preference", prompt_ids + completion_ids for "prompt-completion"."""
+    dataset = to_standard_format(dataset, kind, tokenizer)
+    if "prompt_ids" in dataset.column_names:
+        return dataset
+    tokenize = {"preference": tokenize_preferences, "prompt-completion": tokenize_completion}[kind]
+    return dataset.map(tokenize, fn_kwargs={"tokenizer": tokenizer})

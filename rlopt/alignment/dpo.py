@@ -15,7 +15,7 @@ import torch
 from transformers import Trainer
 
 from rlopt.alignment.arguments import AlignmentArguments
-from rlopt.alignment.data import PreferenceCollator, to_standard_format, tokenize_preferences
+from rlopt.alignment.data import PreferenceCollator, tokenized_dataset
 from rlopt.alignment.losses import dpo_logits, dpo_loss
 from rlopt.alignment.rollout import sequence_logprobs
 
@@ -35,9 +35,7 @@ class DPOConfig(AlignmentArguments):
 
 class DPOTrainer(Trainer):
     def __init__(self, model, args: DPOConfig, train_dataset, processing_class, ref_model=None, **kwargs):
-        train_dataset = to_standard_format(train_dataset, "preference", processing_class)
-        if "prompt_ids" not in train_dataset.column_names:
-            train_dataset = train_dataset.map(tokenize_preferences, fn_kwargs={"tokenizer": processing_class})
+        train_dataset = tokenized_dataset(train_dataset, "preference", processing_class)
         kwargs.setdefault("data_collator", PreferenceCollator(processing_class.pad_token_id))
         super().__init__(
             model=model, args=args, train_dataset=train_dataset, processing_class=processing_class, **kwargs
@@ -56,13 +54,16 @@ class DPOTrainer(Trainer):
         )
         return logps.chunk(2)
 
+    def ref_pair_logps(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reference L_ref(y_w|x), L_ref(y_l|x): the precomputed columns when given, else the frozen model."""
+        if "ref_chosen_logps" in inputs:
+            return inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        with torch.no_grad():
+            return self.pair_logps(self.ref_model, inputs)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         chosen, rejected = self.pair_logps(model, inputs)
-        if "ref_chosen_logps" in inputs:
-            ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
-        else:
-            with torch.no_grad():
-                ref_chosen, ref_rejected = self.pair_logps(self.ref_model, inputs)
+        ref_chosen, ref_rejected = self.ref_pair_logps(inputs)
         losses = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, self.args.beta, self.args.loss_type)
         loss = losses.mean()
         if return_outputs:

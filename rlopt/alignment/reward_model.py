@@ -13,7 +13,7 @@ import torch
 from transformers import Trainer
 
 from rlopt.alignment.arguments import AlignmentArguments
-from rlopt.alignment.data import SequencePairCollator, to_standard_format, tokenize_preferences
+from rlopt.alignment.data import SequencePairCollator, tokenized_dataset
 from rlopt.alignment.losses import reward_model_loss
 
 
@@ -24,9 +24,7 @@ class RewardConfig(AlignmentArguments):
 
 class RewardTrainer(Trainer):
     def __init__(self, model, args: RewardConfig, train_dataset, processing_class, **kwargs):
-        train_dataset = to_standard_format(train_dataset, "preference", processing_class)
-        if "prompt_ids" not in train_dataset.column_names:
-            train_dataset = train_dataset.map(tokenize_preferences, fn_kwargs={"tokenizer": processing_class})
+        train_dataset = tokenized_dataset(train_dataset, "preference", processing_class)
         if model.config.pad_token_id is None:
             model.config.pad_token_id = processing_class.pad_token_id
         kwargs.setdefault("data_collator", SequencePairCollator(processing_class.pad_token_id))

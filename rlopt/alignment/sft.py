@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from transformers import Trainer
 
 from rlopt.alignment.arguments import AlignmentArguments
-from rlopt.alignment.data import CompletionCollator, to_standard_format, tokenize_completion
+from rlopt.alignment.data import CompletionCollator, tokenized_dataset
 from rlopt.alignment.losses import sft_loss
 from rlopt.alignment.rollout import sequence_logprobs
 
@@ -24,9 +24,7 @@ class SFTConfig(AlignmentArguments):
 
 class SFTTrainer(Trainer):
     def __init__(self, model, args: SFTConfig, train_dataset, processing_class, **kwargs):
-        train_dataset = to_standard_format(train_dataset, "prompt-completion", processing_class)
-        if "prompt_ids" not in train_dataset.column_names:
-            train_dataset = train_dataset.map(tokenize_completion, fn_kwargs={"tokenizer": processing_class})
+        train_dataset = tokenized_dataset(train_dataset, "prompt-completion", processing_class)
         kwargs.setdefault("data_collator", CompletionCollator(processing_class.pad_token_id))
         super().__init__(
             model=model, args=args, train_dataset=train_dataset, processing_class=processing_class, **kwargs

@@ -35,11 +35,7 @@ class VPOTrainer(DPOTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         chosen, rejected = self.pair_logps(model, inputs)
-        if "ref_chosen_logps" in inputs:
-            ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
-        else:
-            with torch.no_grad():
-                ref_chosen, ref_rejected = self.pair_logps(self.ref_model, inputs)
+        ref_chosen, ref_rejected = self.ref_pair_logps(inputs)
         args = self.args
         losses = vpo_loss(
             chosen,
