@@ -12,22 +12,16 @@ pytest.importorskip("trl")
 import datasets  # noqa: E402
 
 from rlopt.alignment.dpo import DPOConfig, DPOTrainer  # noqa: E402
+from rlopt.alignment.evaluation import evaluate_policy  # noqa: E402
 from rlopt.alignment.models import build_tiny_model, load_causal_lm, load_tokenizer  # noqa: E402
-from rlopt.alignment.rollout import generate, sequence_logprobs  # noqa: E402
 from rlopt.alignment.sft import SFTConfig, SFTTrainer  # noqa: E402
 from rlopt.alignment.tasks import get_task, sample_preference_pairs  # noqa: E402
 
 
 def gold_and_kl(policy, ref, tok, task, prompts) -> tuple[float, float]:
-    """Mean gold reward of 2 samples per prompt and the mean sequence log-ratio to the reference on them."""
-    policy.eval()
-    torch.manual_seed(123)
-    out = generate(policy, tok, prompts, task.max_new_tokens, num_samples=2)
-    gold = sum(task.gold_rewards([p for p in prompts for _ in range(2)], out.texts)) / len(out.texts)
-    tensors = (out.prompt_ids, out.prompt_mask, out.completion_ids, out.completion_mask)
-    with torch.no_grad():
-        kl = (sequence_logprobs(policy, *tensors)[1] - sequence_logprobs(ref, *tensors)[1]).mean().item()
-    return gold, kl
+    """Mean gold reward of 2 samples per prompt and the mean sequence log-ratio (k1) to the reference on them."""
+    metrics = evaluate_policy(policy, ref, tok, task, prompts, samples_per_prompt=2, seed=123)
+    return metrics["gold_reward"], metrics["kl_k1"]
 
 
 @pytest.mark.slow

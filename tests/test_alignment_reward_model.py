@@ -15,6 +15,7 @@ from transformers import AutoModelForSequenceClassification  # noqa: E402
 from rlopt.alignment.models import build_tiny_model, load_tokenizer  # noqa: E402
 from rlopt.alignment.reward_model import RewardConfig, RewardTrainer, score  # noqa: E402
 from rlopt.alignment.tasks import get_task, spaced  # noqa: E402
+from tests.helpers import assert_same_loss_and_grads  # noqa: E402
 
 
 def pairs(n=8):
@@ -52,17 +53,7 @@ def test_reward_loss_and_gradients_equal_trl(tmp_path, center):
         train_dataset=data,
         processing_class=tok,
     )
-    results = []
-    for trainer in (ours, theirs):
-        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
-        model.zero_grad()
-        loss = trainer.compute_loss(model, batch)
-        loss.backward()
-        results.append((loss.item(), [p.grad.clone() for p in model.parameters()]))
-    (loss_ours, g_ours), (loss_trl, g_trl) = results
-    assert loss_ours == pytest.approx(loss_trl, abs=1e-6)
-    for a, b in zip(g_ours, g_trl, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    assert_same_loss_and_grads(model, ours, theirs)
 
 
 def test_score_reads_the_last_real_token(tmp_path):

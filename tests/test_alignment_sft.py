@@ -13,6 +13,7 @@ import datasets  # noqa: E402
 from rlopt.alignment.models import build_tiny_model, load_causal_lm, load_tokenizer  # noqa: E402
 from rlopt.alignment.sft import SFTConfig, SFTTrainer  # noqa: E402
 from rlopt.alignment.tasks import get_task  # noqa: E402
+from tests.helpers import assert_same_loss_and_grads  # noqa: E402
 
 
 def test_sft_loss_and_gradients_equal_trl(tmp_path):
@@ -28,18 +29,7 @@ def test_sft_loss_and_gradients_equal_trl(tmp_path):
         train_dataset=data,
         processing_class=tok,
     )
-    batch_ours = ours.data_collator([ours.train_dataset[i] for i in range(4)])
-    batch_trl = theirs.data_collator([theirs.train_dataset[i] for i in range(4)])
-    results = []
-    for trainer, batch in ((ours, batch_ours), (theirs, batch_trl)):
-        model.zero_grad()
-        loss = trainer.compute_loss(model, batch)
-        loss.backward()
-        results.append((loss.item(), [p.grad.clone() for p in model.parameters()]))
-    (loss_ours, g_ours), (loss_trl, g_trl) = results
-    assert loss_ours == pytest.approx(loss_trl, abs=1e-6)
-    for a, b in zip(g_ours, g_trl, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    assert_same_loss_and_grads(model, ours, theirs)
 
 
 def test_prompt_tokens_are_not_trained(tmp_path):
