@@ -11,19 +11,15 @@ same initial weights on the same rows with the same hyper-parameters. Reports pa
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
 import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-ANCHORS = Path(os.environ.get("RLOPT_ANCHORS", ROOT.parent / "shared" / "tools" / "anchors"))
+from common import ROOT, run_anchor, stamp, write_report
+
 STEPS, BATCH = 40, 32
 
 
@@ -68,9 +64,7 @@ def ours(threads: int) -> float:
 
 
 def anchor(threads: int) -> float:
-    out = subprocess.run(
-        [sys.executable, str(ANCHORS / "trl_dpo_tiny.py"), str(threads)], capture_output=True, text=True, check=True
-    ).stdout
+    out = run_anchor("trl_dpo_tiny.py", str(threads))
     return float(re.search(r"pairs_per_s ([\d.]+)", out).group(1))
 
 
@@ -80,27 +74,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "alignment_throughput.json"))
     args = parser.parse_args()
-    if not (ANCHORS / "trl_dpo_tiny.py").is_file():
-        sys.exit(f"anchor scripts not found in {ANCHORS}; set RLOPT_ANCHORS")
     samples = {"trl_dpo": [], "rlopt_dpo": []}
     for _ in range(args.repeats):
         samples["trl_dpo"].append(anchor(args.threads))  # first: it writes the shared model folder
         samples["rlopt_dpo"].append(ours(args.threads))
         print({k: round(v[-1], 1) for k, v in samples.items()}, flush=True)
     med = {k: statistics.median(v) for k, v in samples.items()}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
     report = {
-        "date": time.strftime("%Y-%m-%d"),
-        "commit": commit.strip(),
+        **stamp(),
         "threads": args.threads,
         "work": f"DPO, 3.2M-param Llama (4x256), batch {BATCH}, {STEPS} steps, CPU fp32",
         "samples_pairs_per_s": samples,
         "pairs_per_s": {k: round(v, 1) for k, v in med.items()},
         "dpo_vs_trl": round(med["rlopt_dpo"] / med["trl_dpo"], 2),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
-    print(json.dumps(report, indent=1))
+    print(write_report(report, args.out))
 
 
 if __name__ == "__main__":

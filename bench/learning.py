@@ -20,8 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, stamp, write_report
 
 
 def run_job(algo: str, env: str, seed: int, steps: int, root: Path, extra: list[str], time_limit: float) -> dict:
@@ -131,16 +130,13 @@ def main() -> None:
     with ThreadPoolExecutor(args.workers or len(jobs)) as pool:
         futures = [pool.submit(run_job, a, e, s, args.steps, root, args.overrides, args.time_limit) for a, e, s in jobs]
         results = [f.result() for f in futures]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
     report = {
-        "date": time.strftime("%Y-%m-%d"),
-        "commit": commit.strip(),
+        **stamp(),
         "target_steps": args.steps,
         "summary": summarize(results),
         "runs": results,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
+    write_report(report, args.out)
     if args.plot:
         plot(results, Path(args.plot))
     print(json.dumps(report["summary"], indent=1))

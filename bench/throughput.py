@@ -13,24 +13,13 @@ Anchors are looked up in $RLOPT_ANCHORS, else ../shared/tools/anchors next to th
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def anchors_dir() -> Path:
-    path = Path(os.environ.get("RLOPT_ANCHORS", ROOT.parent / "shared" / "tools" / "anchors"))
-    if not (path / "sb3_sps.py").is_file():
-        sys.exit(f"anchor scripts not found in {path}; set RLOPT_ANCHORS")
-    return path
+from common import ROOT, run_anchor, stamp, write_report
 
 
 def ours(algo: str, env_id: str, steps: int, threads: int) -> float:
@@ -62,13 +51,6 @@ def ours(algo: str, env_id: str, steps: int, threads: int) -> float:
     return run.step / elapsed
 
 
-def anchor(script: str, *args: str) -> str:
-    out = subprocess.run(
-        [sys.executable, str(anchors_dir() / script), *args], capture_output=True, text=True, check=True
-    )
-    return out.stdout
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--env", default="Hopper-v5")
@@ -80,19 +62,17 @@ def main() -> None:
     args = parser.parse_args()
     samples: dict[str, list[float]] = {k: [] for k in ("raw", "ppo", "sb3_ppo", "sac", "sb3_sac")}
     for _ in range(args.repeats):
-        raw = anchor("raw_env_sps.py", args.env)
+        raw = run_anchor("raw_env_sps.py", args.env)
         samples["raw"].append(float(re.search(r"single (\d+)", raw).group(1)))
         samples["ppo"].append(ours("ppo", args.env, args.ppo_steps, 0))  # auto: 1 thread for the 64-64 nets
         samples["sac"].append(ours("sac", args.env, args.sac_steps, args.threads))
-        sb3 = anchor("sb3_sps.py", args.env, str(args.threads))
+        sb3 = run_anchor("sb3_sps.py", args.env, str(args.threads))
         samples["sb3_ppo"].append(float(re.search(r"ppo_sps (\d+)", sb3).group(1)))
         samples["sb3_sac"].append(float(re.search(r"sac_sps (\d+)", sb3).group(1)))
         print({k: round(v[-1], 1) for k, v in samples.items()}, flush=True)
     med = {k: statistics.median(v) for k, v in samples.items()}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
     report = {
-        "date": time.strftime("%Y-%m-%d"),
-        "commit": commit.strip(),
+        **stamp(),
         "env": args.env,
         "threads": args.threads,
         "repeats": args.repeats,
@@ -103,9 +83,7 @@ def main() -> None:
         "sac_vs_sb3": round(med["sac"] / med["sb3_sac"], 2),
         "ppo_fraction_of_raw_env": round(med["ppo"] / med["raw"], 3),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
-    print(json.dumps(report, indent=1))
+    print(write_report(report, args.out))
 
 
 if __name__ == "__main__":
