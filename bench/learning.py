@@ -125,7 +125,8 @@ def main() -> None:
     parser.add_argument("--plot", default="")
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every job")
     args = parser.parse_args()
-    jobs = [(a, e, s) for a in args.algos for e in args.envs for s in args.seeds]
+    # seed-major order: with fewer workers than jobs, every (algo, env) pair advances together.
+    jobs = [(a, e, s) for s in args.seeds for e in args.envs for a in args.algos]
     root = Path(args.root).resolve()
     with ThreadPoolExecutor(args.workers or len(jobs)) as pool:
         futures = [pool.submit(run_job, a, e, s, args.steps, root, args.overrides, args.time_limit) for a, e, s in jobs]

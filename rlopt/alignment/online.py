@@ -75,7 +75,6 @@ class OnlineDPOTrainer(Trainer):
         )
         self.reward_fn = reward_fn
         self.ref_model = (ref_model or copy.deepcopy(model)).to(self.args.device).eval().requires_grad_(False)
-        self.oracle_rng = torch.Generator().manual_seed(self.args.seed)
 
     # --- one step: sample -> score -> order -> loss
 
@@ -98,7 +97,8 @@ class OnlineDPOTrainer(Trainer):
         if temperature is None:
             return scores_a >= scores_b  # ties: the first (policy) sample is chosen
         p = torch.sigmoid((scores_a - scores_b) / temperature)
-        return torch.rand(p.shape, generator=self.oracle_rng) < p
+        # the global torch RNG (seeded by Trainer, saved in every checkpoint), so a resumed run draws the same labels
+        return torch.rand(p.shape) < p
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         prompts = inputs["prompts"]
