@@ -17,6 +17,7 @@ from transformers import Trainer
 from rlopt.alignment.arguments import AlignmentArguments
 from rlopt.alignment.data import PreferenceCollator, tokenized_dataset
 from rlopt.alignment.losses import dpo_logits, dpo_loss
+from rlopt.alignment.models import is_peft_model, reference
 from rlopt.alignment.rollout import sequence_logprobs
 
 
@@ -40,7 +41,8 @@ class DPOTrainer(Trainer):
         super().__init__(
             model=model, args=args, train_dataset=train_dataset, processing_class=processing_class, **kwargs
         )
-        if ref_model is None and "ref_chosen_logps" not in train_dataset.column_names:
+        lora = is_peft_model(model)  # LoRA: the reference is the policy with its adapters disabled
+        if ref_model is None and not lora and "ref_chosen_logps" not in train_dataset.column_names:
             ref_model = type(model).from_pretrained(model.name_or_path) if model.name_or_path else None
             if ref_model is None:
                 raise ValueError("no reference: pass ref_model, or a model loaded from a folder or hub id")
@@ -58,8 +60,8 @@ class DPOTrainer(Trainer):
         """Reference L_ref(y_w|x), L_ref(y_l|x): the precomputed columns when given, else the frozen model."""
         if "ref_chosen_logps" in inputs:
             return inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
-        with torch.no_grad():
-            return self.pair_logps(self.ref_model, inputs)
+        with torch.no_grad(), reference(self.ref_model, self.accelerator.unwrap_model(self.model)) as ref:
+            return self.pair_logps(ref, inputs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         chosen, rejected = self.pair_logps(model, inputs)

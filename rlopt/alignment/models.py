@@ -8,6 +8,7 @@ and its tokenizer from the task vocabulary with `tokenizers`, then load it back 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -88,3 +89,24 @@ def load_causal_lm(name_or_path: str | Path, dtype: torch.dtype | str | None = N
 
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def is_peft_model(model) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:
+        return False
+    return isinstance(model, PeftModel)
+
+
+@contextmanager
+def reference(ref_model, policy):
+    """The frozen reference model: `ref_model`, or — for a LoRA policy without one — the policy itself with
+    its adapters disabled (the base weights, which LoRA never changes)."""
+    if ref_model is not None:
+        yield ref_model
+        return
+    if not is_peft_model(policy):
+        raise ValueError("no reference model: pass ref_model, or train LoRA adapters (reference = adapters off)")
+    with policy.disable_adapter():
+        yield policy

@@ -25,6 +25,7 @@ from transformers import Trainer
 from rlopt.alignment.arguments import AlignmentArguments
 from rlopt.alignment.data import to_standard_format
 from rlopt.alignment.losses import dpo_loss, xpo_loss
+from rlopt.alignment.models import is_peft_model, reference
 from rlopt.alignment.rollout import Completions, generate, sequence_logprobs
 
 RewardFn = Callable[[list[str], list[str]], "list[float]"]
@@ -74,7 +75,15 @@ class OnlineDPOTrainer(Trainer):
             model=model, args=args, train_dataset=train_dataset, processing_class=processing_class, **kwargs
         )
         self.reward_fn = reward_fn
-        self.ref_model = (ref_model or copy.deepcopy(model)).to(self.args.device).eval().requires_grad_(False)
+        if ref_model is None and not is_peft_model(model):
+            ref_model = copy.deepcopy(model)
+        if ref_model is not None:  # (LoRA without one: the policy with adapters disabled, see `reference`)
+            ref_model = ref_model.to(self.args.device).eval().requires_grad_(False)
+        self.ref_model = ref_model
+
+    def reference(self):
+        """Context manager yielding the frozen reference model."""
+        return reference(self.ref_model, self.accelerator.unwrap_model(self.model))
 
     # --- one step: sample -> score -> order -> loss
 
@@ -114,8 +123,8 @@ class OnlineDPOTrainer(Trainer):
             )
         ]
         policy_a, policy_b = sequence_logprobs(model, *both, self.args.temperature)[1].chunk(2)
-        with torch.no_grad():
-            ref_a, ref_b = sequence_logprobs(self.ref_model, *both, self.args.temperature)[1].chunk(2)
+        with torch.no_grad(), self.reference() as ref:
+            ref_a, ref_b = sequence_logprobs(ref, *both, self.args.temperature)[1].chunk(2)
         pick = lambda x, y: (torch.where(a_chosen, x, y), torch.where(a_chosen, y, x))
         (p_w, p_l), (r_w, r_l) = pick(policy_a, policy_b), pick(ref_a, ref_b)
         loss = self.pair_loss(p_w, p_l, r_w, r_l, policy_b).mean()
@@ -131,7 +140,9 @@ class XPOTrainer(OnlineDPOTrainer):
     """One completion from the policy, one (ỹ) from the reference; loss DPO + α L_θ(ỹ)."""
 
     def sample_pair(self, policy, prompts):
-        return self._sample(policy, prompts), self._sample(self.ref_model, prompts)
+        mine = self._sample(policy, prompts)
+        with self.reference() as ref:
+            return mine, self._sample(ref, prompts)
 
     def pair_loss(self, p_w, p_l, r_w, r_l, policy_second):
         args = self.args

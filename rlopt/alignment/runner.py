@@ -170,6 +170,8 @@ def build_arguments(cls: type, values: dict):
                 f"{key}: unknown key for algo config {cls.__name__} (TrainingArguments names, the run keys "
                 f"{', '.join(RUN_KEYS)}, or the algorithm's fields)"
             )
+        if value is False and not _simple(hints.get(key)):
+            value = "no"  # YAML reads `save_strategy: no` as False; the strategy fields take the string "no"
         kwargs[key] = _coerce(value, hints[key], key) if _simple(hints.get(key)) else value
     try:
         return cls(**kwargs)

@@ -75,11 +75,10 @@ class OnlineVPOTrainer(OnlineDPOTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         prompts = inputs["prompts"]
-        with torch.no_grad():
-            y_cal = self._sample(self.ref_model, prompts)
-        tensors = (y_cal.prompt_ids, y_cal.prompt_mask, y_cal.completion_ids, y_cal.completion_mask)
         temperature = self.args.temperature
-        with torch.no_grad():
-            ref = sequence_logprobs(self.ref_model, *tensors, temperature)[1]
+        with torch.no_grad(), self.reference() as ref_model:
+            y_cal = self._sample(ref_model, prompts)
+            tensors = (y_cal.prompt_ids, y_cal.prompt_mask, y_cal.completion_ids, y_cal.completion_mask)
+            ref = sequence_logprobs(ref_model, *tensors, temperature)[1]
         self._calibration = {"policy": sequence_logprobs(model, *tensors, temperature)[1], "ref": ref}
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
