@@ -20,6 +20,19 @@ def run_anchor(script: str, *args: str) -> str:
     return subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, check=True).stdout
 
 
+def run_anchor_with_peak_memory(script: str, *args: str) -> str:
+    """Like `run_anchor`, with a last line `MAXRSS_KB n`: the process's peak resident memory."""
+    path = Path(os.environ.get("RLOPT_ANCHORS", ROOT.parent / "shared" / "tools" / "anchors")) / script
+    if not path.is_file():
+        sys.exit(f"anchor script {path} not found; set RLOPT_ANCHORS")
+    code = (
+        "import resource, runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__'); "
+        "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    cmd = [sys.executable, "-c", code, str(path), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+
+
 def stamp() -> dict[str, str]:
     """Date and short commit of the checkout, the first fields of every report."""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout

@@ -70,7 +70,13 @@ def test_xpo_reduces_to_online_dpo_and_adds_the_bonus(setup, tmp_path):
         torch.manual_seed(7)
         return trainer.compute_loss(trainer.model, batch, return_outputs=True)
 
-    online = OnlineDPOTrainer(policy, config(tmp_path), prompts, tok, reward_fn=gold)
+    class SequentialOnlineDPO(OnlineDPOTrainer):
+        """Online DPO drawing its two samples in two calls, in XPO's order (the shipped one batches them)."""
+
+        def sample_pair(self, policy, prompts):
+            return self._sample(policy, prompts), self._sample(policy, prompts)
+
+    online = SequentialOnlineDPO(policy, config(tmp_path), prompts, tok, reward_fn=gold)
     loss_dpo, out_dpo = loss_of(online)
     for alpha in (0.0, 0.05):
         xpo = XPOTrainer(

@@ -78,3 +78,54 @@ def test_sequence_logprobs_reproduce_sampling_distribution(tiny):
     _, dirty = sequence_logprobs(model, enc["input_ids"], enc["attention_mask"], garbage, short, 0.7)
     torch.testing.assert_close(dirty, clean)
     torch.testing.assert_close(clean, expected[:, :3].sum(-1), atol=1e-5, rtol=1e-5)
+
+
+def test_take_splits_two_samples_per_prompt(tiny):
+    """Online DPO's batched pair: rows 0::2 and 1::2 are one sample of every prompt each, aligned with it."""
+    model, tok = tiny
+    torch.manual_seed(1)
+    prompts = ["3 8 1 8 5 |", "1 |", "9 9 + 1 ="]
+    out = generate(model, tok, prompts, max_new_tokens=8, num_samples=2)
+    first, second = out.take(slice(0, None, 2)), out.take(slice(1, None, 2))
+    single = tok(prompts, padding=True, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    for half, offset in ((first, 0), (second, 1)):
+        assert torch.equal(half.prompt_ids, single) and half.texts == out.texts[offset::2]
+        assert torch.equal(half.completion_ids, out.completion_ids[offset::2])
+        assert torch.equal(half.has_eos, out.has_eos[offset::2])
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_pair_logprobs_equal_sequence_logprobs_values_and_grads(tiny, arch):
+    """Prefix sharing (each prompt run once, its KV cache duplicated for both completions) changes no value
+    and no gradient of the paired log-probs; unpaired rows fall back to the plain path."""
+    from rlopt.alignment.rollout import pair_logprobs
+
+    model, tok = tiny
+    if arch == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        torch.manual_seed(0)
+        cfg = LlamaConfig(vocab_size=16, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0)
+        model = LlamaForCausalLM(cfg)
+    torch.manual_seed(3)
+    prompts = ["3 8 1 8 5 |", "1 |", "9 9 + 1 ="]
+    a, b = generate(model, tok, prompts, 8), generate(model, tok, prompts, 8)
+    both = [torch.cat([x, y]) for x, y in zip(
+        (a.prompt_ids, a.prompt_mask, a.completion_ids, a.completion_mask),
+        (b.prompt_ids, b.prompt_mask, b.completion_ids, b.completion_mask),
+    )]
+    weights = torch.linspace(-1, 2, 6)
+    results = []
+    for fn in (sequence_logprobs, pair_logprobs):
+        model.zero_grad()
+        per_token, seq = fn(model, *both, 0.7)
+        (seq * weights).sum().backward()
+        results.append((per_token.detach(), seq.detach(), [p.grad.clone() for p in model.parameters()]))
+    (tok0, seq0, g0), (tok1, seq1, g1) = results
+    torch.testing.assert_close(tok1, tok0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(seq1, seq0, atol=1e-5, rtol=1e-5)
+    for x, y in zip(g1, g0):
+        torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
+    odd = [t[:5] for t in both]  # five rows: not a pairing, so the plain path
+    torch.testing.assert_close(pair_logprobs(model, *odd)[1], sequence_logprobs(model, *odd)[1])

@@ -18,7 +18,7 @@ from rlopt.alignment.arguments import AlignmentArguments
 from rlopt.alignment.data import PreferenceCollator, tokenized_dataset
 from rlopt.alignment.losses import dpo_logits, dpo_loss
 from rlopt.alignment.models import is_peft_model, reference
-from rlopt.alignment.rollout import sequence_logprobs
+from rlopt.alignment.rollout import pair_logprobs
 
 
 @dataclass
@@ -51,7 +51,7 @@ class DPOTrainer(Trainer):
         self.ref_model = ref_model
 
     def pair_logps(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor]:
-        _, logps = sequence_logprobs(
+        _, logps = pair_logprobs(
             model, inputs["prompt_ids"], inputs["prompt_mask"], inputs["completion_ids"], inputs["completion_mask"]
         )
         return logps.chunk(2)

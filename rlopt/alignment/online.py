@@ -26,7 +26,7 @@ from rlopt.alignment.arguments import AlignmentArguments
 from rlopt.alignment.data import to_standard_format
 from rlopt.alignment.losses import dpo_loss, xpo_loss
 from rlopt.alignment.models import is_peft_model, reference
-from rlopt.alignment.rollout import Completions, generate, sequence_logprobs
+from rlopt.alignment.rollout import Completions, generate, pair_logprobs
 
 RewardFn = Callable[[list[str], list[str]], "list[float]"]
 
@@ -88,12 +88,16 @@ class OnlineDPOTrainer(Trainer):
     # --- one step: sample -> score -> order -> loss
 
     def sample_pair(self, policy, prompts: list[str]) -> tuple[Completions, Completions]:
-        """Two completions per prompt; online DPO draws both from the policy."""
-        return self._sample(policy, prompts), self._sample(policy, prompts)
+        """Two completions per prompt; online DPO draws both from the policy, in one batched generate call."""
+        both = self._sample(policy, prompts, num_samples=2)
+        return both.take(slice(0, None, 2)), both.take(slice(1, None, 2))
 
-    def _sample(self, model, prompts: list[str]) -> Completions:
+    def _sample(self, model, prompts: list[str], num_samples: int = 1) -> Completions:
         args = self.args
-        return generate(model, self.processing_class, prompts, args.max_new_tokens, args.temperature, args.top_k)
+        return generate(
+            model, self.processing_class, prompts, args.max_new_tokens, args.temperature, args.top_k,
+            num_samples=num_samples,
+        )
 
     def scores(self, prompts: list[str], completions: Completions) -> torch.Tensor:
         values = torch.as_tensor(self.reward_fn(prompts, completions.texts), dtype=torch.float32)
@@ -122,9 +126,9 @@ class OnlineDPOTrainer(Trainer):
                 (b.prompt_ids, b.prompt_mask, b.completion_ids, b.completion_mask),
             )
         ]
-        policy_a, policy_b = sequence_logprobs(model, *both, self.args.temperature)[1].chunk(2)
+        policy_a, policy_b = pair_logprobs(model, *both, self.args.temperature)[1].chunk(2)
         with torch.no_grad(), self.reference() as ref:
-            ref_a, ref_b = sequence_logprobs(ref, *both, self.args.temperature)[1].chunk(2)
+            ref_a, ref_b = pair_logprobs(ref, *both, self.args.temperature)[1].chunk(2)
         pick = lambda x, y: (torch.where(a_chosen, x, y), torch.where(a_chosen, y, x))
         (p_w, p_l), (r_w, r_l) = pick(policy_a, policy_b), pick(ref_a, ref_b)
         loss = self.pair_loss(p_w, p_l, r_w, r_l, policy_b).mean()

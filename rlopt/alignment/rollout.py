@@ -26,6 +26,11 @@ class Completions:
     has_eos: Tensor  # [B] bool: ended with an EOS (not cut at max_new_tokens)
     texts: list[str]  # decoded completions with special tokens kept, padding removed
 
+    def take(self, rows: slice) -> Completions:
+        """The completions of some rows (e.g. `slice(0, None, 2)`: the first of two samples per prompt)."""
+        tensors = (self.prompt_ids, self.prompt_mask, self.completion_ids, self.completion_mask, self.has_eos)
+        return Completions(*(t[rows] for t in tensors), self.texts[rows])
+
 
 def eos_mask(completion_ids: Tensor, eos_token_id: int) -> tuple[Tensor, Tensor]:
     """(mask [B, T] float: 1 up to and including the first EOS, has_eos [B] bool)."""
@@ -104,4 +109,47 @@ def sequence_logprobs(
     logits = model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids(attention)).logits
     logits = logits[:, prompt_ids.shape[1] - 1 : -1]  # the logits that predict each completion token
     per_token = token_logprobs(logits, completion_ids, temperature) * completion_mask
+    return per_token, masked_sum(per_token, completion_mask)
+
+
+def pair_logprobs(
+    model,
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    completion_ids: Tensor,
+    completion_mask: Tensor,
+    temperature: float = 1.0,
+) -> tuple[Tensor, Tensor]:
+    """`sequence_logprobs` for the paired layout (rows i and i + B share prompt i, as in the preference
+    collator and the online pairs), running each prompt once: the prompts go through the model with a KV
+    cache, the cache is duplicated for the two completions, and the completions attend to it. Same values
+    and gradients as `sequence_logprobs` (gradients flow through the cache), fewer tokens computed."""
+    rows = prompt_ids.shape[0]
+    half = rows // 2
+    if rows % 2 or completion_ids.shape[1] < 2 or not torch.equal(prompt_ids[:half], prompt_ids[half:]):
+        return sequence_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
+    p_ids, p_mask = prompt_ids[:half], prompt_mask[:half]
+    first = model(input_ids=p_ids, attention_mask=p_mask, position_ids=position_ids(p_mask), use_cache=True)
+    cache = first.past_key_values
+    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+        return sequence_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
+    # interleave: row 2i is prompt i's first completion, row 2i+1 its second (matching the repeated cache)
+    order = torch.stack([torch.arange(half), torch.arange(half) + half], 1).reshape(-1).to(prompt_ids.device)
+    cache.batch_repeat_interleave(2)
+    c_ids, c_mask = completion_ids[order], completion_mask[order]
+    full_mask = torch.cat([p_mask.repeat_interleave(2, 0), c_mask.to(p_mask.dtype)], 1)
+    width = p_ids.shape[1]
+    rest = model(
+        input_ids=c_ids[:, :-1],
+        attention_mask=full_mask[:, :-1],
+        position_ids=position_ids(full_mask)[:, width:-1],
+        past_key_values=cache,
+        cache_position=torch.arange(width, full_mask.shape[1] - 1, device=prompt_ids.device),
+        use_cache=True,
+    )
+    logits = torch.cat([first.logits[:, -1:].repeat_interleave(2, 0), rest.logits], 1)
+    per_token = token_logprobs(logits, c_ids, temperature) * c_mask
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(rows, device=order.device)
+    per_token = per_token[inverse]
     return per_token, masked_sum(per_token, completion_mask)
