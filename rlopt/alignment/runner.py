@@ -138,6 +138,7 @@ DEFAULTS = {
     "logging_steps": 10,
     "per_device_train_batch_size": 64,
     "seed": 0,
+    "ddp_find_unused_parameters": False,  # every policy parameter takes part in the loss
 }
 
 
