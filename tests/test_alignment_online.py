@@ -45,7 +45,7 @@ def test_ties_choose_the_first_sample_and_eos_penalty(setup, tmp_path):
     )
     same = torch.zeros(5)
     assert trainer.first_is_chosen(same, same).all()
-    out = trainer._sample(trainer.model, TASK.eval_prompts(8))
+    out = trainer.sample(trainer.model, TASK.eval_prompts(8))
     scores = trainer.scores(TASK.eval_prompts(8), out)
     torch.testing.assert_close(scores, -(~out.has_eos).float())
 
@@ -74,7 +74,7 @@ def test_xpo_reduces_to_online_dpo_and_adds_the_bonus(setup, tmp_path):
         """Online DPO drawing its two samples in two calls, in XPO's order (the shipped one batches them)."""
 
         def sample_pair(self, policy, prompts):
-            return self._sample(policy, prompts), self._sample(policy, prompts)
+            return self.sample(policy, prompts), self.sample(policy, prompts)
 
     online = SequentialOnlineDPO(policy, config(tmp_path), prompts, tok, reward_fn=gold)
     loss_dpo, out_dpo = loss_of(online)

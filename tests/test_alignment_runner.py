@@ -104,7 +104,7 @@ def test_chain_from_the_sft_folder(sft_dir, tmp_path, config, extra):
     if algo == "rm":
         assert 0.0 <= result["heldout_accuracy"] <= 1.0 and result["heldout_pairs"] > 0
         return
-    assert result["reference"] == str(sft_dir) and result["kl_k1"] >= -1e-3
+    assert result["reference"] == str(sft_dir) and result["kl_k3"] >= 0.0  # k3 terms are never negative
     history = [json.loads(x) for x in (out / "eval_history.jsonl").read_text().splitlines()]
     x = "round" if algo == "apo" else "step"
     assert history[0][x] == 0 and history[0]["kl_k1"] == pytest.approx(0.0, abs=1e-5)

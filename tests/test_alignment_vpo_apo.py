@@ -73,18 +73,22 @@ def test_online_vpo_adds_the_calibrated_value_of_reference_samples(models, tmp_p
     prompts = datasets.Dataset.from_list([{"prompt": p} for p in TASK.train_prompts(8, seed=0)])
     gold = lambda p, c: TASK.gold_rewards(p, c)
     batch = {"prompts": TASK.eval_prompts(8)}
-    losses = {}
+    losses, seen = {}, {}
     for alpha in (0.0, 0.3):
         trainer = OnlineVPOTrainer(
             policy, args(tmp_path, OnlineVPOConfig, alpha=alpha), prompts, tok, gold, ref_model=copy.deepcopy(ref)
         )
+        terms = trainer.extra_terms
+        trainer.extra_terms = lambda model, p, terms=terms: seen.update(terms(model, p)) or dict(seen)
         torch.manual_seed(11)
         losses[alpha] = trainer.compute_loss(policy, batch).item()
-        cal = trainer._calibration
-    value = 0.1 * (cal["policy"] - cal["ref"]).mean().item()  # β = 0.1
+    value = 0.1 * (seen["cal_policy"] - seen["cal_ref"]).mean().item()  # β = 0.1
+    assert abs(value) > 1e-4
     assert losses[0.3] == pytest.approx(losses[0.0] + 0.3 * value, abs=1e-6)  # s = +1: optimism
+    # α = 0 is online DPO: the pair is drawn before the calibration sample, so the same seed gives the same loss
     online = OnlineDPOTrainer(policy, args(tmp_path, OnlineDPOConfig), prompts, tok, gold, ref_model=ref)
-    assert isinstance(online.compute_loss(policy, batch).item(), float)
+    torch.manual_seed(11)
+    assert online.compute_loss(policy, batch).item() == pytest.approx(losses[0.0], abs=1e-6)
 
 
 def test_apo_columns_reduce_to_iterative_dpo(models, tmp_path):

@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from transformers import Trainer
 
 from rlopt.alignment.arguments import AlignmentArguments
-from rlopt.alignment.data import PreferenceCollator, tokenized_dataset
+from rlopt.alignment.data import PreferenceCollator
 from rlopt.alignment.losses import dpo_logits, dpo_loss
-from rlopt.alignment.models import is_peft_model, reference
+from rlopt.alignment.models import is_peft_model
 from rlopt.alignment.rollout import pair_logprobs
+from rlopt.alignment.trainer import AlignmentTrainer
 
 
 @dataclass
@@ -34,21 +34,19 @@ class DPOConfig(AlignmentArguments):
             raise ValueError(f"loss_type: must be 'sigmoid' or 'ipo', got {self.loss_type!r}")
 
 
-class DPOTrainer(Trainer):
-    def __init__(self, model, args: DPOConfig, train_dataset, processing_class, ref_model=None, **kwargs):
-        train_dataset = tokenized_dataset(train_dataset, "preference", processing_class)
-        kwargs.setdefault("data_collator", PreferenceCollator(processing_class.pad_token_id))
-        super().__init__(
-            model=model, args=args, train_dataset=train_dataset, processing_class=processing_class, **kwargs
-        )
+class DPOTrainer(AlignmentTrainer):
+    dataset_kind = "preference"
+
+    def default_collator(self, tokenizer):
+        return PreferenceCollator(tokenizer.pad_token_id)
+
+    def build_reference(self, model, ref_model, train_dataset):
         lora = is_peft_model(model)  # LoRA: the reference is the policy with its adapters disabled
         if ref_model is None and not lora and "ref_chosen_logps" not in train_dataset.column_names:
             ref_model = type(model).from_pretrained(model.name_or_path) if model.name_or_path else None
             if ref_model is None:
                 raise ValueError("no reference: pass ref_model, or a model loaded from a folder or hub id")
-        if ref_model is not None:
-            ref_model = ref_model.to(self.args.device).eval().requires_grad_(False)
-        self.ref_model = ref_model
+        return ref_model
 
     def pair_logps(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor]:
         _, logps = pair_logprobs(
@@ -60,7 +58,7 @@ class DPOTrainer(Trainer):
         """Reference L_ref(y_w|x), L_ref(y_l|x): the precomputed columns when given, else the frozen model."""
         if "ref_chosen_logps" in inputs:
             return inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
-        with torch.no_grad(), reference(self.ref_model, self.accelerator.unwrap_model(self.model)) as ref:
+        with torch.no_grad(), self.reference() as ref:
             return self.pair_logps(ref, inputs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -68,7 +66,9 @@ class DPOTrainer(Trainer):
         ref_chosen, ref_rejected = self.ref_pair_logps(inputs)
         losses = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, self.args.beta, self.args.loss_type)
         loss = losses.mean()
+        margins = self.args.beta * dpo_logits(chosen, rejected, ref_chosen, ref_rejected).detach()
+        self.record(margin=margins, accuracy=(margins > 0).float(), chosen_logps=chosen.detach(),
+                    rejected_logps=rejected.detach())
         if return_outputs:
-            margins = self.args.beta * dpo_logits(chosen, rejected, ref_chosen, ref_rejected).detach()
             return loss, {"margins": margins, "chosen_logps": chosen.detach(), "rejected_logps": rejected.detach()}
         return loss

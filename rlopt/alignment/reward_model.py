@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import Trainer
 
 from rlopt.alignment.arguments import AlignmentArguments
-from rlopt.alignment.data import SequencePairCollator, tokenized_dataset
+from rlopt.alignment.data import SequencePairCollator
 from rlopt.alignment.losses import reward_model_loss
+from rlopt.alignment.trainer import AlignmentTrainer
 
 
 @dataclass
@@ -22,23 +22,25 @@ class RewardConfig(AlignmentArguments):
     center_rewards_coefficient: float | None = None
 
 
-class RewardTrainer(Trainer):
+class RewardTrainer(AlignmentTrainer):
+    dataset_kind = "preference"
+
     def __init__(self, model, args: RewardConfig, train_dataset, processing_class, **kwargs):
-        train_dataset = tokenized_dataset(train_dataset, "preference", processing_class)
         if model.config.pad_token_id is None:
             model.config.pad_token_id = processing_class.pad_token_id
-        kwargs.setdefault("data_collator", SequencePairCollator(processing_class.pad_token_id))
-        super().__init__(
-            model=model, args=args, train_dataset=train_dataset, processing_class=processing_class, **kwargs
-        )
+        super().__init__(model, args, train_dataset, processing_class, **kwargs)
+
+    def default_collator(self, tokenizer):
+        return SequencePairCollator(tokenizer.pad_token_id)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         rewards = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits.squeeze(-1)
         chosen, rejected = rewards.chunk(2)
         loss = reward_model_loss(chosen, rejected, inputs.get("margin"), self.args.center_rewards_coefficient).mean()
+        with torch.no_grad():
+            stats = {"accuracy": (chosen > rejected).float().mean(), "margin": (chosen - rejected).mean()}
+        self.record(**stats)
         if return_outputs:
-            with torch.no_grad():
-                stats = {"accuracy": (chosen > rejected).float().mean(), "margin": (chosen - rejected).mean()}
             return loss, stats
         return loss
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transformers import Trainer
-
 from rlopt.alignment.arguments import AlignmentArguments
-from rlopt.alignment.data import CompletionCollator, tokenized_dataset
+from rlopt.alignment.data import CompletionCollator
 from rlopt.alignment.losses import sft_loss
 from rlopt.alignment.rollout import sequence_logprobs
+from rlopt.alignment.trainer import AlignmentTrainer
 
 
 @dataclass
@@ -22,13 +21,11 @@ class SFTConfig(AlignmentArguments):
     """TrainingArguments for SFT (no fields of its own yet)."""
 
 
-class SFTTrainer(Trainer):
-    def __init__(self, model, args: SFTConfig, train_dataset, processing_class, **kwargs):
-        train_dataset = tokenized_dataset(train_dataset, "prompt-completion", processing_class)
-        kwargs.setdefault("data_collator", CompletionCollator(processing_class.pad_token_id))
-        super().__init__(
-            model=model, args=args, train_dataset=train_dataset, processing_class=processing_class, **kwargs
-        )
+class SFTTrainer(AlignmentTrainer):
+    dataset_kind = "prompt-completion"
+
+    def default_collator(self, tokenizer):
+        return CompletionCollator(tokenizer.pad_token_id)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         per_token, _ = sequence_logprobs(

@@ -50,35 +50,27 @@ class VPOTrainer(DPOTrainer):
             loss_type=args.loss_type,
         )
         loss = losses.mean()
+        value_term = vpo_value_term(chosen, ref_chosen, args.beta).detach()
+        self.record(value_term=value_term, chosen_logps=chosen.detach())
         if return_outputs:
-            return loss, {"value_term": vpo_value_term(chosen, ref_chosen, args.beta).detach()}
+            return loss, {"value_term": value_term}
         return loss
 
 
 class OnlineVPOTrainer(OnlineDPOTrainer):
     """Online VPO with π_cal = π_ref: one extra reference sample per prompt as calibration."""
 
-    def pair_loss(self, p_w, p_l, r_w, r_l, policy_second):
-        cal = self._calibration
-        return vpo_loss(
-            p_w,
-            p_l,
-            r_w,
-            r_l,
-            cal["policy"],
-            cal["ref"],
-            self.args.beta,
-            self.args.alpha,
-            online=True,
-            loss_type=self.args.loss_type,
-        )
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        prompts = inputs["prompts"]
+    def extra_terms(self, model, prompts):
         temperature = self.args.temperature
         with torch.no_grad(), self.reference() as ref_model:
-            y_cal = self._sample(ref_model, prompts)
+            y_cal = self.sample(ref_model, prompts)
             tensors = (y_cal.prompt_ids, y_cal.prompt_mask, y_cal.completion_ids, y_cal.completion_mask)
             ref = sequence_logprobs(ref_model, *tensors, temperature)[1]
-        self._calibration = {"policy": sequence_logprobs(model, *tensors, temperature)[1], "ref": ref}
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        return {"cal_policy": sequence_logprobs(model, *tensors, temperature)[1], "cal_ref": ref}
+
+    def pair_loss(self, p_w, p_l, r_w, r_l, policy_second, cal_policy=None, cal_ref=None):
+        args = self.args
+        self.record(value_term=vpo_value_term(cal_policy, cal_ref, args.beta))
+        return vpo_loss(
+            p_w, p_l, r_w, r_l, cal_policy, cal_ref, args.beta, args.alpha, online=True, loss_type=args.loss_type
+        )
