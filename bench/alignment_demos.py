@@ -3,6 +3,7 @@
     python bench/alignment_demos.py apo  --seeds 0 1 2     # APO α ∈ {0, 0.3, 0.5} per round   (§6.7)
     python bench/alignment_demos.py vpo  --seeds 0 1 2     # offline DPO vs VPO α ∈ {0.1, 1}   (§5.8)
     python bench/alignment_demos.py xpo  --seeds 0 1 2     # online DPO vs XPO, low coverage   (§4.9)
+    python bench/alignment_demos.py frontier               # DPO vs online DPO (proxy RM), β sweep (§8.2)
 
 Every run is `train.py --config configs/alignment/<algo>/...yaml` with overrides (one torch thread each,
 `--workers` at once); the SFT references (standard and low coverage) and the proxy reward model are trained
@@ -205,7 +206,44 @@ def demo_xpo(seeds, root, workers, alphas=(0.0, 1e-2, 5e-2)):
     return pre + runs, curves, table, checks, "step"
 
 
-DEMOS = {"apo": demo_apo, "vpo": demo_vpo, "xpo": demo_xpo}
+def demo_frontier(seeds, root, workers, betas=(0.01, 0.03, 0.1, 0.3)):
+    """§8.2 frontier protocol, §8.4 online DPO row: DPO on D_pref vs online DPO scored by the proxy reward
+    model, β swept; every periodic evaluation is a (KL, gold) point; criterion: online DPO's upper envelope
+    at or above DPO's. One seed per (method, β) — the sweep, not the seeds, draws the frontier."""
+    pre = prerequisites(["sft", "rm"])
+    jobs = []
+    for beta in betas:
+        for s in seeds[:1]:
+            jobs.append(("configs/alignment/dpo/sort5.yaml", root / f"dpo-b{beta}-s{s}",
+                         [f"beta={beta}", f"seed={s}", "evaluation.every_steps=25", "reward.source=model",
+                          f"reward.path={ROOT / PREREQS['rm'][1]}"]))  # (DPO uses the RM only to log the proxy)
+            jobs.append(("configs/alignment/online_dpo/sort5.yaml", root / f"online_dpo-b{beta}-s{s}",
+                         [f"beta={beta}", f"seed={s}", "reward.source=model",
+                          f"reward.path={ROOT / PREREQS['rm'][1]}"]))
+    runs = run_all(jobs, workers)
+    from rlopt.alignment.frontier import plot_frontier
+
+    summary = plot_frontier([j[1] for j in jobs], ROOT / "bench" / "results" / "alignment_frontier_plot.png")
+    groups = summary["groups"]
+    checks = {}
+    if {"dpo", "online_dpo"} <= set(groups):
+        grid = [1.0, 2.0, 3.0, 5.0]
+
+        def envelope_at(front, kl):
+            values = [g for k, g in front if k <= kl]
+            return max(values) if values else None
+
+        checks = {
+            f"kl<={kl}": {m: envelope_at(groups[m]["envelope"], kl) for m in ("dpo", "online_dpo")} for kl in grid
+        }
+        checks["online_dpo_envelope_ge_dpo_at_all_grid_points"] = all(
+            (v["online_dpo"] or -9) >= (v["dpo"] or -9) for k, v in checks.items() if k.startswith("kl<=")
+        )
+    table = {k: {"points": v["points"], "best_gold": v["best_gold"], "envelope": v["envelope"]} for k, v in groups.items()}
+    return pre + runs, {}, table, checks, "step"
+
+
+DEMOS = {"apo": demo_apo, "vpo": demo_vpo, "xpo": demo_xpo, "frontier": demo_frontier}
 
 
 def main() -> None:

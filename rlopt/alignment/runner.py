@@ -306,7 +306,7 @@ def apply_lora(model, spec: LoraSpec):
 # ----------------------------------------------------------------------------- evaluation callback
 
 
-def periodic_eval_callback(run: AlignmentRun, ref, tokenizer, task):
+def periodic_eval_callback(run: AlignmentRun, ref, tokenizer, task, proxy=None):
     import torch
     from transformers import TrainerCallback
 
@@ -322,7 +322,14 @@ def periodic_eval_callback(run: AlignmentRun, ref, tokenizer, task):
                 return
             with torch.random.fork_rng(devices=[]):  # evaluation seeds its own sampling; training RNG untouched
                 metrics = evaluate_policy(
-                    model, ref, tokenizer, task, prompts, samples_per_prompt=2, seed=run.spec.evaluation.seed
+                    model,
+                    ref,
+                    tokenizer,
+                    task,
+                    prompts,
+                    samples_per_prompt=2,
+                    seed=run.spec.evaluation.seed,
+                    proxy_reward=proxy,
                 )
             model.train()
             row = {step_key: state.global_step if step_value is None else step_value, **metrics}
@@ -393,7 +400,8 @@ def run_alignment(run: AlignmentRun, stop_at: int = 0) -> dict:
     trainer = make_trainer(run, model, ref, tokenizer, train, task)
     if task is not None and algo not in ("rm", "apo") and (spec.evaluation.every_steps or algo != "sft"):
         eval_ref = ref if ref is not None else load_causal_lm(ref_path).eval()
-        trainer.add_callback(periodic_eval_callback(run, eval_ref, tokenizer, task))
+        proxy = reward_function(spec, task)[0] if spec.reward.source == "model" else None
+        trainer.add_callback(periodic_eval_callback(run, eval_ref, tokenizer, task, proxy))
     resume = args.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in ("true", "latest", "yes"):
         resume = True
