@@ -112,6 +112,20 @@ def sequence_logprobs(
     return per_token, masked_sum(per_token, completion_mask)
 
 
+def _accepts_logits_to_keep(model) -> bool:
+    import inspect
+
+    forward = getattr(model, "forward", None)
+    try:
+        params = inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        return False
+    if "logits_to_keep" in params:
+        return True
+    base = getattr(model, "get_base_model", None)  # peft wrappers forward **kwargs to the base model
+    return base is not None and _accepts_logits_to_keep(base())
+
+
 def pair_logprobs(
     model,
     prompt_ids: Tensor,
@@ -129,7 +143,8 @@ def pair_logprobs(
     if rows % 2 or completion_ids.shape[1] < 2 or not torch.equal(prompt_ids[:half], prompt_ids[half:]):
         return sequence_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
     p_ids, p_mask = prompt_ids[:half], prompt_mask[:half]
-    first = model(input_ids=p_ids, attention_mask=p_mask, position_ids=position_ids(p_mask), use_cache=True)
+    keep = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}  # only the last prompt position's logits
+    first = model(input_ids=p_ids, attention_mask=p_mask, position_ids=position_ids(p_mask), use_cache=True, **keep)
     cache = first.past_key_values
     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
         return sequence_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
