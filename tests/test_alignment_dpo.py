@@ -141,3 +141,25 @@ def test_resume_continues_exactly(models, tmp_path):
     assert resumed_losses == pytest.approx(straight_losses, abs=1e-7)  # the history includes steps 1-2
     for name, value in straight_weights.items():
         torch.testing.assert_close(resumed_weights[name], value, atol=0, rtol=0, msg=name)
+
+
+def test_dpo_logs_margins_and_accuracy(models, tmp_path):
+    """The shared base averages each step's statistics into the Trainer's log lines: at the first step
+    (policy = reference) the margin is 0 and the loss is log 2; later margins move."""
+    path, _, _ = models
+    tok = load_tokenizer(path)
+    args = DPOConfig(
+        output_dir=str(tmp_path / "log"),
+        max_steps=3,
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        save_strategy="no",
+        logging_steps=1,
+        report_to="none",
+    )
+    trainer = DPOTrainer(load_causal_lm(path), args, preference_dataset(12), tok)
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert all({"margin", "accuracy", "chosen_logps", "rejected_logps"} <= set(h) for h in logs)
+    assert logs[0]["margin"] == pytest.approx(0.0, abs=1e-6) and logs[0]["loss"] == pytest.approx(np.log(2), abs=1e-4)
+    assert logs[-1]["margin"] != 0.0 and 0.0 <= logs[-1]["accuracy"] <= 1.0
