@@ -33,6 +33,9 @@ PREREQS = {
 }
 
 
+EXTRA: list[str] = []  # --set overrides for every demo run (not the shared prerequisites)
+
+
 def train(config: str, out: Path, overrides: list[str]) -> dict:
     """Run one config unless `out` already holds a finished run (eval.json); returns timing + status."""
     if (out / "eval.json").is_file():
@@ -57,7 +60,7 @@ def prerequisites(names: list[str]) -> list[dict]:
 
 def run_all(jobs: list[tuple[str, Path, list[str]]], workers: int) -> list[dict]:
     with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(lambda job: train(*job), jobs))
+        return list(pool.map(lambda job: train(job[0], job[1], [*job[2], *EXTRA]), jobs))
 
 
 def mean_curve(rows_per_seed: list[list[dict]], key: str, x: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -252,23 +255,29 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--root", default="runs/demos")
+    parser.add_argument("--set", nargs="*", default=[], help="key=value overrides for every run of the demo")
+    parser.add_argument("--name", default="", help="suffix of the run folder and result files (a variant)")
     args = parser.parse_args()
-    root = (ROOT / args.root / args.demo).resolve()
+    EXTRA.extend(args.set)
+    name = args.demo + (f"-{args.name}" if args.name else "")
+    root = (ROOT / args.root / name).resolve()
+    stamped = stamp()  # the commit the runs start from
     start = time.perf_counter()
     runs, curves, table, checks, x = DEMOS[args.demo](args.seeds, root, args.workers)
-    plot_path = ROOT / "bench" / "results" / f"alignment_{args.demo}.png"
+    plot_path = ROOT / "bench" / "results" / f"alignment_{name}.png"
     if curves:
         plot_curves(curves, x, plot_path)
     report = {
-        **stamp(),
+        **stamped,
         "demo": args.demo,
+        "overrides": args.set,
         "seeds": args.seeds,
         "wall_s": round(time.perf_counter() - start),
         "checks": checks,
         "curves": table,
         "runs": runs,
     }
-    write_report(report, f"bench/results/alignment_{args.demo}.json")
+    write_report(report, ROOT / "bench" / "results" / f"alignment_{name}.json")
     print(json.dumps({"checks": checks, "wall_s": report["wall_s"]}, indent=1))
 
 
