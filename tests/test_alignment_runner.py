@@ -131,8 +131,16 @@ def test_lora_xpo_reference_is_the_base(sft_dir, tmp_path):
         "learning_rate=5e-2",
         "lora.r=4",
         "evaluation.every_steps=3",
+        "save_strategy=steps",
+        "save_steps=3",
     )
     assert code == 0
+    # a checkpoint of a LoRA run holds the adapters only; evaluate.py merges them onto the base
+    assert (out / "checkpoint-3" / "adapter_config.json").is_file()
+    assert evaluate_main([str(out), "--checkpoint", "checkpoint-3", "--prompts", "16", "--samples", "1"]) == 0
+    from_checkpoint = json.loads((out / "eval.json").read_text())
+    assert evaluate_main([str(out), "--prompts", "16", "--samples", "1"]) == 0
+    assert json.loads((out / "eval.json").read_text())["kl_k1"] == pytest.approx(from_checkpoint["kl_k1"], abs=1e-4)
     history = [json.loads(x) for x in (out / "eval_history.jsonl").read_text().splitlines()]
     assert history[0]["kl_k1"] == pytest.approx(0.0, abs=1e-6)
     merged, base = load_file(out / "model.safetensors"), load_file(sft_dir / "model.safetensors")

@@ -506,8 +506,9 @@ def evaluate_run(run_dir: str | Path, checkpoint: str | None = None, held_out=No
 
     task = get_task(spec.task)
     model_dir = run_dir / checkpoint if checkpoint else run_dir
-    if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{model_dir} holds no model (config.json)")
+    adapters = (model_dir / "adapter_config.json").is_file()  # a LoRA run's checkpoint-* holds adapters only
+    if not (model_dir / "config.json").is_file() and not adapters:
+        raise FileNotFoundError(f"{model_dir} holds no model (config.json or adapter_config.json)")
     result: dict[str, Any] = {"algo": spec.algo, "task": spec.task, "model": str(model_dir)}
     if held_out is None and (run_dir / "data" / "held_out").is_dir():
         held_out = datasets.load_from_disk(str(run_dir / "data" / "held_out"))
@@ -519,7 +520,13 @@ def evaluate_run(run_dir: str | Path, checkpoint: str | None = None, held_out=No
     else:
         init = run_dir / "init" if spec.model_name_or_path == "tiny" else spec.model_name_or_path
         ref_path = spec.ref_model_name_or_path or str(init)
-        policy, ref = load_causal_lm(model_dir).eval(), load_causal_lm(ref_path).eval()
+        if adapters:
+            from peft import AutoPeftModelForCausalLM
+
+            policy = AutoPeftModelForCausalLM.from_pretrained(str(model_dir)).merge_and_unload().eval()
+        else:
+            policy = load_causal_lm(model_dir).eval()
+        ref = load_causal_lm(ref_path).eval()
         tokenizer = load_tokenizer(model_dir)
         from rlopt.alignment.evaluation import evaluate_policy
 
