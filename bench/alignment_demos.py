@@ -177,7 +177,7 @@ def demo_vpo(seeds, root, workers):
     return pre + runs, curves, table, checks, "step"
 
 
-def demo_xpo(seeds, root, workers, alphas=(0.0, 1e-2, 5e-2)):
+def demo_xpo(seeds, root, workers, alphas=(0.0, 1e-3, 1e-2, 5e-2)):
     pre = prerequisites(["sft-low"])
     settings = {"online_dpo": ("online_dpo", [])}
     settings.update({f"xpo alpha={a:g}": ("xpo", [f"alpha={a}"]) for a in alphas})
