@@ -163,3 +163,31 @@ def test_dpo_logs_margins_and_accuracy(models, tmp_path):
     assert all({"margin", "accuracy", "chosen_logps", "rejected_logps"} <= set(h) for h in logs)
     assert logs[0]["margin"] == pytest.approx(0.0, abs=1e-6) and logs[0]["loss"] == pytest.approx(np.log(2), abs=1e-4)
     assert logs[-1]["margin"] != 0.0 and 0.0 <= logs[-1]["accuracy"] <= 1.0
+
+
+def test_precomputed_reference_gives_the_same_training(models, tmp_path):
+    """precompute_ref_log_probs scores every pair with the reference once and frees it: same losses and
+    weights as the run that evaluates the frozen reference at every step."""
+    path, _, _ = models
+    tok = load_tokenizer(path)
+    results = []
+    for precompute in (False, True):
+        policy = load_causal_lm(path)
+        args = DPOConfig(
+            output_dir=str(tmp_path / f"pre{precompute}"),
+            max_steps=4,
+            per_device_train_batch_size=4,
+            learning_rate=1e-2,
+            save_strategy="no",
+            logging_steps=1,
+            report_to="none",
+            precompute_ref_log_probs=precompute,
+        )
+        trainer = DPOTrainer(policy, args, preference_dataset(12), tok)
+        assert (trainer.ref_model is None) == precompute
+        trainer.train()
+        results.append(([h["loss"] for h in trainer.state.log_history if "loss" in h], policy.state_dict()))
+    (loss_a, w_a), (loss_b, w_b) = results
+    assert loss_a == pytest.approx(loss_b, abs=1e-5) and len(loss_a) == 4
+    for key in w_a:
+        torch.testing.assert_close(w_a[key], w_b[key], atol=1e-5, rtol=1e-4)

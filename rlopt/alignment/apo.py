@@ -13,33 +13,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rlopt.alignment.dpo import DPOConfig
-
-from rlopt.alignment.data import PreferenceCollator, tokenized_dataset
+from rlopt.alignment.data import tokenized_dataset
+from rlopt.alignment.dpo import DPOConfig, sequence_pair_logps  # noqa: F401  (re-exported)
 from rlopt.alignment.losses import apo_reference_logps
-from rlopt.alignment.rollout import sequence_logprobs
-
-
-@torch.no_grad()
-def sequence_pair_logps(model, dataset, pad_token_id: int, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """L_π(y_w|x), L_π(y_l|x) for every pair of a tokenised preference dataset: ([N], [N])."""
-    collate = PreferenceCollator(pad_token_id)
-    device = next(model.parameters()).device
-    chosen, rejected = [], []
-    for start in range(0, len(dataset), batch_size):
-        rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        batch = {k: v.to(device) for k, v in collate(rows).items()}
-        logps = (
-            sequence_logprobs(
-                model, batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"], batch["completion_mask"]
-            )[1]
-            .float()
-            .cpu()
-        )
-        c, r = logps.chunk(2)
-        chosen.append(c)
-        rejected.append(r)
-    return torch.cat(chosen), torch.cat(rejected)
 
 
 def apo_reference_columns(dataset, tokenizer, current, previous, alpha: float):

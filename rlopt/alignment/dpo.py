@@ -25,6 +25,10 @@ from rlopt.alignment.trainer import AlignmentTrainer
 class DPOConfig(AlignmentArguments):
     beta: float = field(default=0.1, metadata={"help": "KL strength β of −log σ(β z)"})
     loss_type: str = field(default="sigmoid", metadata={"help": "'sigmoid' (DPO) or 'ipo'"})
+    precompute_ref_log_probs: bool = field(
+        default=False,
+        metadata={"help": "score every pair with the reference once before training, then free the reference"},
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -34,11 +38,44 @@ class DPOConfig(AlignmentArguments):
             raise ValueError(f"loss_type: must be 'sigmoid' or 'ipo', got {self.loss_type!r}")
 
 
+@torch.no_grad()
+def sequence_pair_logps(model, dataset, pad_token_id: int, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """L_π(y_w|x), L_π(y_l|x) for every pair of a tokenised preference dataset: ([N], [N])."""
+    collate = PreferenceCollator(pad_token_id)
+    device = next(model.parameters()).device
+    chosen, rejected = [], []
+    for start in range(0, len(dataset), batch_size):
+        rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        batch = {k: v.to(device) for k, v in collate(rows).items()}
+        logps = (
+            pair_logprobs(
+                model, batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"], batch["completion_mask"]
+            )[1]
+            .float()
+            .cpu()
+        )
+        c, r = logps.chunk(2)
+        chosen.append(c)
+        rejected.append(r)
+    return torch.cat(chosen), torch.cat(rejected)
+
+
+
 class DPOTrainer(AlignmentTrainer):
     dataset_kind = "preference"
 
     def default_collator(self, tokenizer):
         return PreferenceCollator(tokenizer.pad_token_id)
+
+    def __init__(self, model, args, train_dataset, processing_class, ref_model=None, **kwargs):
+        super().__init__(model, args, train_dataset, processing_class, ref_model=ref_model, **kwargs)
+        if getattr(args, "precompute_ref_log_probs", False) and "ref_chosen_logps" not in self.train_dataset.column_names:
+            with self.reference() as ref:
+                chosen, rejected = sequence_pair_logps(ref, self.train_dataset, processing_class.pad_token_id)
+            self.train_dataset = self.train_dataset.add_column("ref_chosen_logps", chosen.tolist()).add_column(
+                "ref_rejected_logps", rejected.tolist()
+            )
+            self.ref_model = None  # multi-epoch runs skip the reference forward; its memory is freed
 
     def build_reference(self, model, ref_model, train_dataset):
         lora = is_peft_model(model)  # LoRA: the reference is the policy with its adapters disabled
