@@ -83,7 +83,7 @@ def plot_frontier(runs: list[str], out: str | Path, group_by: str = "algo") -> d
             "envelope": [[round(k, 4), round(g, 4)] for k, g in front],
         }
     ax.set_xlabel("KL(π ‖ ref), nats per sequence (k1)")
-    ax.set_ylabel("gold reward")
+    ax.set_ylabel("reward (gold: filled + envelope; proxy RM: hollow)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
