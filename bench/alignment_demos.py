@@ -226,7 +226,7 @@ def demo_frontier(seeds, root, workers, betas=(0.01, 0.03, 0.1, 0.3)):
     runs = run_all(jobs, workers)
     from rlopt.alignment.frontier import plot_frontier
 
-    summary = plot_frontier([j[1] for j in jobs], ROOT / "bench" / "results" / "alignment_frontier_plot.png")
+    summary = plot_frontier([j[1] for j in jobs], ROOT / "bench" / "results" / f"alignment_{root.name}_plot.png")
     groups = summary["groups"]
     checks = {}
     if {"dpo", "online_dpo"} <= set(groups):
