@@ -138,6 +138,11 @@ def demo_apo(seeds, root, workers):
             "iterative_dpo_gold_at_round_3": target,
             "apo_0.3_first_round_reaching_it": reached,
             "pass_round": reached is not None and reached <= 2,
+            # round 1 is the same for every α (π̂_0 = π_0): if it already beats the target, the test says nothing
+            "criterion_degenerate": fast["gold_mean"][1] >= target,
+            "apo_minus_dpo_gold_rounds_2_to_5": [
+                round(a - b, 4) for a, b in zip(fast["gold_mean"][2:], base["gold_mean"][2:])
+            ],
             "apo_kl_there": kl_at,
             "iterative_dpo_kl_at_round_3": base["kl_mean"][3],
             "pass_kl": kl_at is not None and kl_at <= 1.2 * base["kl_mean"][3],
