@@ -66,9 +66,11 @@ def test_bad_alignment_config_is_one_error_naming_the_key(override, names):
         load_alignment_config(merge(data, parse_overrides([f"{key}={value}"])))
 
 
-def test_missing_model_folder_and_bad_dataset_are_clear(tmp_path, capsys):
+def test_missing_model_folder_and_bad_dataset_are_clear(tmp_path, sft_dir, capsys):
     code = train("dpo/sort5.yaml", tmp_path / "x", f"model_name_or_path={tmp_path / 'nope'}")
     assert code == 2 and "model_name_or_path" in capsys.readouterr().err
+    code = train("xpo/sort5.yaml", tmp_path / "r", f"model_name_or_path={sft_dir}", "resume_from_checkpoint=true")
+    assert code == 2 and "no checkpoint" in capsys.readouterr().err
     bad = tmp_path / "pairs.jsonl"
     bad.write_text(json.dumps({"prompt": "1 2 3 4 5 |", "chosen": " 1 2 3 4 5"}) + "\n")
     with pytest.raises(ValueError, match="rejected"):

@@ -171,6 +171,8 @@ def build_arguments(cls: type, values: dict):
                 f"{key}: unknown key for algo config {cls.__name__} (TrainingArguments names, the run keys "
                 f"{', '.join(RUN_KEYS)}, or the algorithm's fields)"
             )
+        if key == "resume_from_checkpoint" and isinstance(value, bool):
+            value = "latest" if value else None  # `resume_from_checkpoint=true`: the last checkpoint-* of output_dir
         if value is False and not _simple(hints.get(key)):
             value = "no"  # YAML reads `save_strategy: no` as False; the strategy fields take the string "no"
         kwargs[key] = _coerce(value, hints[key], key) if _simple(hints.get(key)) else value
@@ -405,6 +407,11 @@ def run_alignment(run: AlignmentRun, stop_at: int = 0) -> dict:
     resume = args.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in ("true", "latest", "yes"):
         resume = True
+    if resume is True:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        if not out.is_dir() or get_last_checkpoint(str(out)) is None:
+            raise ConfigError(f"resume_from_checkpoint: no checkpoint-* folder in {out} to resume from")
     if stop_at:
         trainer.add_callback(stop_callback(stop_at))
     history = out / "eval_history.jsonl"
