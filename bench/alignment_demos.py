@@ -251,7 +251,33 @@ def demo_frontier(seeds, root, workers, betas=(0.01, 0.03, 0.1, 0.3)):
     return pre + runs, {}, table, checks, "step"
 
 
-DEMOS = {"apo": demo_apo, "vpo": demo_vpo, "xpo": demo_xpo, "frontier": demo_frontier}
+def demo_vpo_online(seeds, root, workers, alpha=0.1, beta=0.1):
+    """§5.8 online part: online VPO (π_cal = π_ref, α) on the XPO protocol (low coverage, gold BT); expected to
+    match XPO at α_XPO = αβ (same gradient of the exploration term; the pair sampler differs). Compared against the
+    finished XPO demo runs (runs/demos/xpo), which it does not rerun."""
+    pre = prerequisites(["sft-low"])
+    low = ["model_name_or_path=" + str(ROOT / PREREQS["sft-low"][1])]
+    outs = [root / f"online_vpo-alpha{alpha:g}-s{s}" for s in seeds]
+    jobs = [("configs/alignment/online_vpo/sort5.yaml", out, [*low, f"alpha={alpha}", f"beta={beta}", f"seed={s}",
+             f"dataset.seed={s}"]) for s, out in zip(seeds, outs)]
+    runs = run_all(jobs, workers)
+    xpo_root = root.parent / "xpo"
+    match = f"xpo alpha={alpha * beta:g}"
+    variants = {f"online_vpo alpha={alpha:g}": outs, match: [xpo_root / f"xpo-alpha{alpha * beta:g}-s{s}" for s in seeds],
+                "xpo alpha=0": [xpo_root / f"xpo-alpha0-s{s}" for s in seeds],
+                "online_dpo": [xpo_root / f"online_dpo-s{s}" for s in seeds]}
+    curves, table = summarise(variants, "step")
+    checks = {}
+    key = f"online_vpo alpha={alpha:g}"
+    if key in table and match in table:
+        v, x = table[key], table[match]
+        checks = {"online_vpo_final_gold": v["gold_mean"][-1], "xpo_final_gold": x["gold_mean"][-1],
+                  "online_vpo_final_kl": v["kl_mean"][-1], "xpo_final_kl": x["kl_mean"][-1],
+                  "gold_gap": round(v["gold_mean"][-1] - x["gold_mean"][-1], 4)}
+    return pre + runs, curves, table, checks, "step"
+
+
+DEMOS = {"apo": demo_apo, "vpo": demo_vpo, "xpo": demo_xpo, "frontier": demo_frontier, "vpo_online": demo_vpo_online}
 
 
 def main() -> None:
