@@ -184,6 +184,15 @@ def build_arguments(cls: type, values: dict):
         raise ConfigError(f"{cls.__name__}: {err}") from None
 
 
+def run_spec(values: dict) -> RunSpec:
+    """The run keys of a config (sections given as null take their defaults)."""
+    values = {k: v for k, v in values.items() if k in (*RUN_KEYS, "model_seed")}
+    for key in ("dataset", "reward", "evaluation", "lora"):
+        if values.get(key) is None:
+            values.pop(key, None)
+    return build(RunSpec, values)
+
+
 def load_alignment_config(data: dict) -> AlignmentRun:
     """Split a flat config dict into the run spec and the algorithm's TrainingArguments."""
     data = dict(data)
@@ -191,11 +200,7 @@ def load_alignment_config(data: dict) -> AlignmentRun:
     table = algorithms()
     if algo not in table:
         raise ConfigError(f"algo: unknown alignment algorithm {algo!r}; choose from {', '.join(ALIGNMENT_ALGOS)}")
-    run_values = {k: data.pop(k) for k in [*RUN_KEYS, "model_seed"] if k in data}
-    for key in ("dataset", "reward", "evaluation", "lora"):
-        if run_values.get(key) is None:
-            run_values.pop(key, None)
-    spec = build(RunSpec, run_values)
+    spec = run_spec({k: data.pop(k) for k in [*RUN_KEYS, "model_seed"] if k in data})
     if spec.task:
         from rlopt.alignment.tasks import TASKS
 
@@ -399,36 +404,40 @@ def run_alignment(run: AlignmentRun, stop_at: int = 0) -> dict:
             raise ConfigError("lora: LoRA is supported for policies (not the reward model) in this version")
         model = apply_lora(model, spec.lora)
         ref = None  # the reference is the base with adapters disabled
-    trainer = make_trainer(run, model, ref, tokenizer, train, task)
-    if task is not None and algo not in ("rm", "apo") and (spec.evaluation.every_steps or algo != "sft"):
+    # the reward source, built once: the online methods' and APO's labels, and the proxy score in evaluations
+    needs_reward = algo in ("online_dpo", "xpo", "online_vpo", "apo") or spec.reward.source == "model"
+    reward = reward_function(spec, task) if needs_reward else None
+    trainer = None if algo == "apo" else make_trainer(run, model, ref, tokenizer, train, reward)
+    if trainer is not None and task is not None and algo != "rm" and (spec.evaluation.every_steps or algo != "sft"):
         eval_ref = ref if ref is not None else load_causal_lm(ref_path).eval()
-        proxy = reward_function(spec, task)[0] if spec.reward.source == "model" else None
+        proxy = reward[0] if spec.reward.source == "model" else None
         trainer.add_callback(periodic_eval_callback(run, eval_ref, tokenizer, task, proxy))
     resume = args.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in ("true", "latest", "yes"):
         resume = True
+    checkpoint = None
     if resume is True:
         from transformers.trainer_utils import get_last_checkpoint
 
-        if not out.is_dir() or get_last_checkpoint(str(out)) is None:
+        checkpoint = get_last_checkpoint(str(out)) if out.is_dir() else None
+        if checkpoint is None:
             raise ConfigError(f"resume_from_checkpoint: no checkpoint-* folder in {out} to resume from")
-    if stop_at:
+    elif resume:
+        checkpoint = str(resume)
+    if stop_at and trainer is not None:
         trainer.add_callback(stop_callback(stop_at))
     history = out / "eval_history.jsonl"
     if args.process_index == 0 and history.exists():
-        if not resume:
+        if checkpoint is None:
             history.unlink()  # a fresh run into an old folder starts a fresh history
         else:  # drop evaluations past the checkpoint we resume from (they are recomputed)
-            from transformers.trainer_utils import get_last_checkpoint
-
-            ckpt = get_last_checkpoint(str(out)) if resume is True else str(resume)
-            step = int(Path(ckpt).name.split("-")[-1]) if ckpt else 0
+            step = int(Path(checkpoint).name.split("-")[-1])
             rows = [json.loads(x) for x in history.read_text().splitlines() if x.strip()]
             history.write_text("".join(json.dumps(r) + "\n" for r in rows if r.get("step", 0) <= step))
-    if algo == "apo":
+    if trainer is None:
         from rlopt.alignment.apo import run_apo
 
-        run_apo(run, model, tokenizer, train, task, reward_function(spec, task))
+        run_apo(run, model, tokenizer, train, task, reward)
     else:
         trainer.train(resume_from_checkpoint=resume or None)
     if args.process_index != 0:
@@ -443,8 +452,9 @@ def run_alignment(run: AlignmentRun, stop_at: int = 0) -> dict:
     return result
 
 
-def make_trainer(run: AlignmentRun, model, ref, tokenizer, train, task):
-    spec, args, algo = run.spec, run.args, run.spec.algo
+def make_trainer(run: AlignmentRun, model, ref, tokenizer, train, reward):
+    """The method's trainer; `reward` = (reward_fn, Bradley–Terry temperature or None) for the online ones."""
+    args, algo = run.args, run.spec.algo
     if algo == "sft":
         from rlopt.alignment.sft import SFTTrainer
 
@@ -453,18 +463,16 @@ def make_trainer(run: AlignmentRun, model, ref, tokenizer, train, task):
         from rlopt.alignment.reward_model import RewardTrainer
 
         return RewardTrainer(model, args, train, tokenizer)
-    if algo in ("dpo", "vpo", "apo"):
+    if algo in ("dpo", "vpo"):
         from rlopt.alignment.dpo import DPOTrainer
         from rlopt.alignment.vpo import VPOTrainer
 
-        if algo == "apo":
-            return _NoTrainer()
         cls = VPOTrainer if algo == "vpo" else DPOTrainer
         return cls(model, args, train, tokenizer, ref_model=ref)
     from rlopt.alignment.online import OnlineDPOTrainer, XPOTrainer
     from rlopt.alignment.vpo import OnlineVPOTrainer
 
-    reward_fn, temperature = reward_function(spec, task)
+    reward_fn, temperature = reward
     if args.preference_temperature is None and temperature is not None:
         args.preference_temperature = temperature
     cls = {"online_dpo": OnlineDPOTrainer, "xpo": XPOTrainer, "online_vpo": OnlineVPOTrainer}[algo]
@@ -484,13 +492,6 @@ def stop_callback(step: int):
     return StopAt()
 
 
-class _NoTrainer:
-    """APO runs its own round loop (rlopt.alignment.apo.run_apo)."""
-
-    def add_callback(self, callback):
-        pass
-
-
 # ----------------------------------------------------------------------------- evaluation of a run folder
 
 
@@ -506,7 +507,7 @@ def evaluate_run(run_dir: str | Path, checkpoint: str | None = None, held_out=No
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path} not found (is {run_dir} an alignment run folder?)")
     raw = yaml.safe_load(cfg_path.read_text())
-    spec = build(RunSpec, {k: raw[k] for k in [*RUN_KEYS, "model_seed"] if k in raw})
+    spec = run_spec(raw)
     if not spec.task:
         raise ConfigError(f"{cfg_path}: no task, so there is no gold reward to evaluate with")
     from rlopt.alignment.tasks import get_task
