@@ -12,24 +12,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_anchor(script: str, *args: str) -> str:
-    """stdout of an anchor script from $RLOPT_ANCHORS, else ../shared/tools/anchors next to the checkout."""
+def anchor_path(script: str) -> Path:
+    """An anchor script from $RLOPT_ANCHORS, else ../shared/tools/anchors next to the checkout."""
     path = Path(os.environ.get("RLOPT_ANCHORS", ROOT.parent / "shared" / "tools" / "anchors")) / script
     if not path.is_file():
         sys.exit(f"anchor script {path} not found; set RLOPT_ANCHORS")
-    return subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, check=True).stdout
+    return path
+
+
+def run_anchor(script: str, *args: str) -> str:
+    """stdout of an anchor script."""
+    cmd = [sys.executable, str(anchor_path(script)), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
 
 
 def run_anchor_with_peak_memory(script: str, *args: str) -> str:
     """Like `run_anchor`, with a last line `MAXRSS_KB n`: the process's peak resident memory."""
-    path = Path(os.environ.get("RLOPT_ANCHORS", ROOT.parent / "shared" / "tools" / "anchors")) / script
-    if not path.is_file():
-        sys.exit(f"anchor script {path} not found; set RLOPT_ANCHORS")
     code = (
         "import resource, runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__'); "
         "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
-    cmd = [sys.executable, "-c", code, str(path), *args]
+    cmd = [sys.executable, "-c", code, str(anchor_path(script)), *args]
     return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
 
 
