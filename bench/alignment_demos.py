@@ -41,8 +41,16 @@ def train(config: str, out: Path, overrides: list[str]) -> dict:
     if (out / "eval.json").is_file():
         return {"out": str(out), "status": "reused", "wall_s": 0}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    cmd = [sys.executable, "train.py", "--config", config, f"output_dir={out}", "report_to=none",
-           "disable_tqdm=true", *overrides]
+    cmd = [
+        sys.executable,
+        "train.py",
+        "--config",
+        config,
+        f"output_dir={out}",
+        "report_to=none",
+        "disable_tqdm=true",
+        *overrides,
+    ]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     status = "done" if proc.returncode == 0 else "failed: " + proc.stderr[-800:]
@@ -61,6 +69,18 @@ def prerequisites(names: list[str]) -> list[dict]:
 def run_all(jobs: list[tuple[str, Path, list[str]]], workers: int) -> list[dict]:
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(lambda job: train(job[0], job[1], [*job[2], *EXTRA]), jobs))
+
+
+def variant_jobs(settings: dict, seeds, root: Path, config: str, per_seed) -> tuple[dict, list]:
+    """{label: (algo, extra overrides)} x seeds -> ({label: run folders}, jobs); `config` names the YAML under
+    configs/alignment/<algo>/ and `per_seed(seed)` gives each run's seed overrides."""
+    variants, jobs = {}, []
+    for label, (algo, extra) in settings.items():
+        tag = label.replace(" ", "-").replace("=", "")
+        outs = [root / f"{tag}-s{s}" for s in seeds]
+        variants[label] = outs
+        jobs += [(f"configs/alignment/{algo}/{config}", out, [*per_seed(s), *extra]) for s, out in zip(seeds, outs)]
+    return variants, jobs
 
 
 def mean_curve(rows_per_seed: list[list[dict]], key: str, x: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -153,15 +173,14 @@ def demo_apo(seeds, root, workers):
 def demo_vpo(seeds, root, workers):
     pre = prerequisites(["sft"])
     settings = {"dpo": ("dpo", []), "vpo alpha=0.1": ("vpo", ["alpha=0.1"]), "vpo alpha=1": ("vpo", ["alpha=1.0"])}
-    variants, jobs = {}, []
-    for label, (algo, extra) in settings.items():
-        tag = label.replace(" ", "-").replace("=", "")
-        outs = [root / f"{tag}-s{s}" for s in seeds]
-        variants[label] = outs
-        for s, out in zip(seeds, outs):
-            # 10 epochs over the same D_pref (the over-fitting regime of §5.8), evaluated every half epoch
-            over = [f"seed={s}", f"dataset.seed={s}", "num_train_epochs=10", "evaluation.every_steps=70", *extra]
-            jobs.append((f"configs/alignment/{algo}/sort5.yaml", out, over))
+    # 10 epochs over the same D_pref (the over-fitting regime of §5.8), evaluated every half epoch
+    variants, jobs = variant_jobs(
+        settings,
+        seeds,
+        root,
+        "sort5.yaml",
+        lambda s: [f"seed={s}", f"dataset.seed={s}", "num_train_epochs=10", "evaluation.every_steps=70"],
+    )
     runs = run_all(jobs, workers)
     curves, table = summarise(variants, "step")
     checks = {}
@@ -186,13 +205,7 @@ def demo_xpo(seeds, root, workers, alphas=(0.0, 1e-3, 1e-2, 5e-2)):
     pre = prerequisites(["sft-low"])
     settings = {"online_dpo": ("online_dpo", [])}
     settings.update({f"xpo alpha={a:g}": ("xpo", [f"alpha={a}"]) for a in alphas})
-    variants, jobs = {}, []
-    for label, (algo, extra) in settings.items():
-        tag = label.replace(" ", "-").replace("=", "")
-        outs = [root / f"{tag}-s{s}" for s in seeds]
-        variants[label] = outs
-        for s, out in zip(seeds, outs):
-            jobs.append((f"configs/alignment/{algo}/sort5-low.yaml", out, [f"seed={s}", f"dataset.seed={s}", *extra]))
+    variants, jobs = variant_jobs(settings, seeds, root, "sort5-low.yaml", lambda s: [f"seed={s}", f"dataset.seed={s}"])
     runs = run_all(jobs, workers)
     curves, table = summarise(variants, "step")
     checks = {}
@@ -222,12 +235,26 @@ def demo_frontier(seeds, root, workers, betas=(0.01, 0.03, 0.1, 0.3)):
     jobs = []
     for beta in betas:
         for s in seeds[:1]:
-            jobs.append(("configs/alignment/dpo/sort5.yaml", root / f"dpo-b{beta}-s{s}",
-                         [f"beta={beta}", f"seed={s}", "evaluation.every_steps=25", "reward.source=model",
-                          f"reward.path={ROOT / PREREQS['rm'][1]}"]))  # (DPO uses the RM only to log the proxy)
-            jobs.append(("configs/alignment/online_dpo/sort5.yaml", root / f"online_dpo-b{beta}-s{s}",
-                         [f"beta={beta}", f"seed={s}", "reward.source=model",
-                          f"reward.path={ROOT / PREREQS['rm'][1]}"]))
+            jobs.append(
+                (
+                    "configs/alignment/dpo/sort5.yaml",
+                    root / f"dpo-b{beta}-s{s}",
+                    [
+                        f"beta={beta}",
+                        f"seed={s}",
+                        "evaluation.every_steps=25",
+                        "reward.source=model",
+                        f"reward.path={ROOT / PREREQS['rm'][1]}",
+                    ],
+                )
+            )  # (DPO uses the RM only to log the proxy)
+            jobs.append(
+                (
+                    "configs/alignment/online_dpo/sort5.yaml",
+                    root / f"online_dpo-b{beta}-s{s}",
+                    [f"beta={beta}", f"seed={s}", "reward.source=model", f"reward.path={ROOT / PREREQS['rm'][1]}"],
+                )
+            )
     runs = run_all(jobs, workers)
     from rlopt.alignment.frontier import plot_frontier
 
@@ -247,7 +274,9 @@ def demo_frontier(seeds, root, workers, betas=(0.01, 0.03, 0.1, 0.3)):
         checks["online_dpo_envelope_ge_dpo_at_all_grid_points"] = all(
             (v["online_dpo"] or -9) >= (v["dpo"] or -9) for k, v in checks.items() if k.startswith("kl<=")
         )
-    table = {k: {"points": v["points"], "best_gold": v["best_gold"], "envelope": v["envelope"]} for k, v in groups.items()}
+    table = {
+        k: {"points": v["points"], "best_gold": v["best_gold"], "envelope": v["envelope"]} for k, v in groups.items()
+    }
     return pre + runs, {}, table, checks, "step"
 
 
@@ -258,22 +287,35 @@ def demo_vpo_online(seeds, root, workers, alpha=0.1, beta=0.1):
     pre = prerequisites(["sft-low"])
     low = ["model_name_or_path=" + str(ROOT / PREREQS["sft-low"][1])]
     outs = [root / f"online_vpo-alpha{alpha:g}-s{s}" for s in seeds]
-    jobs = [("configs/alignment/online_vpo/sort5.yaml", out, [*low, f"alpha={alpha}", f"beta={beta}", f"seed={s}",
-             f"dataset.seed={s}"]) for s, out in zip(seeds, outs)]
+    jobs = [
+        (
+            "configs/alignment/online_vpo/sort5.yaml",
+            out,
+            [*low, f"alpha={alpha}", f"beta={beta}", f"seed={s}", f"dataset.seed={s}"],
+        )
+        for s, out in zip(seeds, outs)
+    ]
     runs = run_all(jobs, workers)
     xpo_root = root.parent / "xpo"
     match = f"xpo alpha={alpha * beta:g}"
-    variants = {f"online_vpo alpha={alpha:g}": outs, match: [xpo_root / f"xpo-alpha{alpha * beta:g}-s{s}" for s in seeds],
-                "xpo alpha=0": [xpo_root / f"xpo-alpha0-s{s}" for s in seeds],
-                "online_dpo": [xpo_root / f"online_dpo-s{s}" for s in seeds]}
+    variants = {
+        f"online_vpo alpha={alpha:g}": outs,
+        match: [xpo_root / f"xpo-alpha{alpha * beta:g}-s{s}" for s in seeds],
+        "xpo alpha=0": [xpo_root / f"xpo-alpha0-s{s}" for s in seeds],
+        "online_dpo": [xpo_root / f"online_dpo-s{s}" for s in seeds],
+    }
     curves, table = summarise(variants, "step")
     checks = {}
     key = f"online_vpo alpha={alpha:g}"
     if key in table and match in table:
         v, x = table[key], table[match]
-        checks = {"online_vpo_final_gold": v["gold_mean"][-1], "xpo_final_gold": x["gold_mean"][-1],
-                  "online_vpo_final_kl": v["kl_mean"][-1], "xpo_final_kl": x["kl_mean"][-1],
-                  "gold_gap": round(v["gold_mean"][-1] - x["gold_mean"][-1], 4)}
+        checks = {
+            "online_vpo_final_gold": v["gold_mean"][-1],
+            "xpo_final_gold": x["gold_mean"][-1],
+            "online_vpo_final_kl": v["kl_mean"][-1],
+            "xpo_final_kl": x["kl_mean"][-1],
+            "gold_gap": round(v["gold_mean"][-1] - x["gold_mean"][-1], 4),
+        }
     return pre + runs, curves, table, checks, "step"
 
 
