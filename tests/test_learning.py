@@ -27,13 +27,18 @@ def mean_last_evals(run_dir, n=3):
     return float(np.mean(evals[-n:]))
 
 
+def decided(scores, threshold, k, n) -> bool:
+    """k seeds have passed, or more than n - k have failed."""
+    passed = sum(s >= threshold for s in scores)
+    return passed >= k or len(scores) - passed > n - k
+
+
 def k_of_n(score_fn, threshold, k, n):
     """Run seeds 0..n-1 until k pass or n-k+1 fail; returns (passed, scores)."""
     scores = []
     for seed in range(n):
         scores.append(score_fn(seed))
-        passed = sum(s >= threshold for s in scores)
-        if passed >= k or len(scores) - passed > n - k:
+        if decided(scores, threshold, k, n):
             break
     return sum(s >= threshold for s in scores) >= k, scores
 
@@ -44,8 +49,7 @@ def k_of_n_parallel(score_fn, threshold, k, n):
     with ThreadPoolExecutor(k) as pool:
         scores = list(pool.map(score_fn, range(k)))
     for seed in range(k, n):
-        passed = sum(s >= threshold for s in scores)
-        if passed >= k or len(scores) - passed > n - k:
+        if decided(scores, threshold, k, n):
             break
         scores.append(score_fn(seed))
     return sum(s >= threshold for s in scores) >= k, scores
