@@ -3,6 +3,8 @@ and batch (sigmoid loss), and a malformed dataset is one clear error naming the 
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -29,6 +31,20 @@ def preference_dataset(n: int = 8) -> datasets.Dataset:
             }
         )
     return datasets.Dataset.from_list(rows)
+
+
+def small_config(out, **overrides) -> DPOConfig:
+    """The short CPU run these tests train: batch 4, lr 1e-2, a log line per step, no saving."""
+    values = dict(
+        output_dir=str(out),
+        max_steps=4,
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        save_strategy="no",
+        logging_steps=1,
+        report_to="none",
+    )
+    return DPOConfig(**{**values, **overrides})
 
 
 @pytest.fixture
@@ -116,17 +132,7 @@ def test_resume_continues_exactly(models, tmp_path):
 
     def run(out, stop_at=None, resume=False):
         policy = load_causal_lm(path)
-        args = DPOConfig(
-            output_dir=str(out),
-            max_steps=4,
-            per_device_train_batch_size=4,
-            learning_rate=1e-2,
-            save_strategy="no",
-            logging_steps=1,
-            report_to="none",
-            seed=3,
-        )
-        trainer = DPOTrainer(policy, args, data, tok, callbacks=[StopAt(stop_at or -1)])
+        trainer = DPOTrainer(policy, small_config(out, seed=3), data, tok, callbacks=[StopAt(stop_at or -1)])
         trainer.train(resume_from_checkpoint=resume or None)
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         return losses, {k: v.clone() for k, v in policy.state_dict().items()}
@@ -148,16 +154,7 @@ def test_dpo_logs_margins_and_accuracy(models, tmp_path):
     (policy = reference) the margin is 0 and the loss is log 2; later margins move."""
     path, _, _ = models
     tok = load_tokenizer(path)
-    args = DPOConfig(
-        output_dir=str(tmp_path / "log"),
-        max_steps=3,
-        per_device_train_batch_size=4,
-        learning_rate=1e-2,
-        save_strategy="no",
-        logging_steps=1,
-        report_to="none",
-    )
-    trainer = DPOTrainer(load_causal_lm(path), args, preference_dataset(12), tok)
+    trainer = DPOTrainer(load_causal_lm(path), small_config(tmp_path / "log", max_steps=3), preference_dataset(12), tok)
     trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert all({"margin", "accuracy", "chosen_logps", "rejected_logps"} <= set(h) for h in logs)
@@ -167,23 +164,15 @@ def test_dpo_logs_margins_and_accuracy(models, tmp_path):
 
 def test_precomputed_reference_gives_the_same_training(models, tmp_path):
     """precompute_ref_log_probs scores every pair with the reference once and frees it: same losses and
-    weights as the run that evaluates the frozen reference at every step."""
-    path, _, _ = models
+    weights as the run that evaluates the frozen reference at every step. The reference (the fixture's perturbed
+    model) differs from the initial policy, so scoring with the policy instead would show."""
+    path, moved, _ = models
     tok = load_tokenizer(path)
     results = []
     for precompute in (False, True):
         policy = load_causal_lm(path)
-        args = DPOConfig(
-            output_dir=str(tmp_path / f"pre{precompute}"),
-            max_steps=4,
-            per_device_train_batch_size=4,
-            learning_rate=1e-2,
-            save_strategy="no",
-            logging_steps=1,
-            report_to="none",
-            precompute_ref_log_probs=precompute,
-        )
-        trainer = DPOTrainer(policy, args, preference_dataset(12), tok)
+        args = small_config(tmp_path / f"pre{precompute}", precompute_ref_log_probs=precompute)
+        trainer = DPOTrainer(policy, args, preference_dataset(12), tok, ref_model=copy.deepcopy(moved))
         assert (trainer.ref_model is None) == precompute
         trainer.train()
         results.append(([h["loss"] for h in trainer.state.log_history if "loss" in h], policy.state_dict()))
