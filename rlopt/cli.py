@@ -95,7 +95,9 @@ def evaluate_main(argv: list[str] | None = None) -> int:
         from rlopt.alignment.runner import evaluate_run as evaluate_alignment
 
         try:
-            result = evaluate_alignment(args.run_dir, args.checkpoint, prompts=args.prompts, samples_per_prompt=args.samples)
+            result = evaluate_alignment(
+                args.run_dir, args.checkpoint, prompts=args.prompts, samples_per_prompt=args.samples
+            )
         except (ConfigError, FileNotFoundError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
@@ -114,7 +116,8 @@ def evaluate_main(argv: list[str] | None = None) -> int:
 
 def plot_frontier_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="rlopt plot-frontier", description="KL-vs-gold-reward frontier over alignment runs (eval_history/eval.json)."
+        prog="rlopt plot-frontier",
+        description="KL-vs-gold-reward frontier over alignment runs (eval_history/eval.json).",
     )
     parser.add_argument("runs", nargs="+", help="alignment run folders")
     parser.add_argument("--out", default="frontier.png")

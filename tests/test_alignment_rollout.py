@@ -105,16 +105,27 @@ def test_pair_logprobs_equal_sequence_logprobs_values_and_grads(tiny, arch):
         from transformers import LlamaConfig, LlamaForCausalLM
 
         torch.manual_seed(0)
-        cfg = LlamaConfig(vocab_size=16, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0)
+        cfg = LlamaConfig(
+            vocab_size=16,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            pad_token_id=0,
+        )
         model = LlamaForCausalLM(cfg)
     torch.manual_seed(3)
     prompts = ["3 8 1 8 5 |", "1 |", "9 9 + 1 ="]
     a, b = generate(model, tok, prompts, 8), generate(model, tok, prompts, 8)
-    both = [torch.cat([x, y]) for x, y in zip(
-        (a.prompt_ids, a.prompt_mask, a.completion_ids, a.completion_mask),
-        (b.prompt_ids, b.prompt_mask, b.completion_ids, b.completion_mask),
-    )]
+    both = [
+        torch.cat([x, y])
+        for x, y in zip(
+            (a.prompt_ids, a.prompt_mask, a.completion_ids, a.completion_mask),
+            (b.prompt_ids, b.prompt_mask, b.completion_ids, b.completion_mask),
+        )
+    ]
     weights = torch.linspace(-1, 2, 6)
     results = []
     for fn in (sequence_logprobs, pair_logprobs):

@@ -34,7 +34,9 @@ def train(config: str, out: Path, *overrides: str, stop_at: int = 0) -> int:
 @pytest.fixture(scope="module")
 def sft_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("align") / "sft"
-    assert train("sft/sort5.yaml", out, "dataset.num_examples=512", "max_steps=8", "per_device_train_batch_size=64") == 0
+    assert (
+        train("sft/sort5.yaml", out, "dataset.num_examples=512", "max_steps=8", "per_device_train_batch_size=64") == 0
+    )
     return out
 
 
@@ -152,12 +154,21 @@ def test_lora_xpo_reference_is_the_base(sft_dir, tmp_path):
 
 
 def test_online_resume_is_exact(sft_dir, tmp_path):
-    common = [f"model_name_or_path={sft_dir}", "max_steps=4", "per_device_train_batch_size=8", "save_strategy=steps",
-              "save_steps=2", "evaluation.every_steps=2"]
+    common = [
+        f"model_name_or_path={sft_dir}",
+        "max_steps=4",
+        "per_device_train_batch_size=8",
+        "save_strategy=steps",
+        "save_steps=2",
+        "evaluation.every_steps=2",
+    ]
     assert train("xpo/sort5.yaml", tmp_path / "full", *common) == 0
     assert train("xpo/sort5.yaml", tmp_path / "split", *common, stop_at=2) == 0
     assert train_main(["--resume", str(tmp_path / "split")]) == 0
-    full, split = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "split" / "model.safetensors")
+    full, split = (
+        load_file(tmp_path / "full" / "model.safetensors"),
+        load_file(tmp_path / "split" / "model.safetensors"),
+    )
     assert all((full[k] == split[k]).all() for k in full)
     rows = lambda d: (tmp_path / d / "eval_history.jsonl").read_text().splitlines()  # noqa: E731
     assert rows("full") == rows("split")

@@ -96,7 +96,9 @@ def run_apo(run, model, tokenizer, prompts_dataset, task, reward) -> list[dict]:
     prompts = list(prompts_dataset["prompt"])
     need = args.rounds * args.prompts_per_round
     if len(prompts) < need:
-        raise ValueError(f"apo: {args.rounds} rounds x {args.prompts_per_round} prompts need {need} prompts, got {len(prompts)}")
+        raise ValueError(
+            f"apo: {args.rounds} rounds x {args.prompts_per_round} prompts need {need} prompts, got {len(prompts)}"
+        )
     rng = np.random.default_rng(args.seed)
     initial = copy.deepcopy(model).eval().requires_grad_(False)
     previous = initial

@@ -60,7 +60,6 @@ def sequence_pair_logps(model, dataset, pad_token_id: int, batch_size: int = 256
     return torch.cat(chosen), torch.cat(rejected)
 
 
-
 class DPOTrainer(AlignmentTrainer):
     dataset_kind = "preference"
 
@@ -69,7 +68,10 @@ class DPOTrainer(AlignmentTrainer):
 
     def __init__(self, model, args, train_dataset, processing_class, ref_model=None, **kwargs):
         super().__init__(model, args, train_dataset, processing_class, ref_model=ref_model, **kwargs)
-        if getattr(args, "precompute_ref_log_probs", False) and "ref_chosen_logps" not in self.train_dataset.column_names:
+        if (
+            getattr(args, "precompute_ref_log_probs", False)
+            and "ref_chosen_logps" not in self.train_dataset.column_names
+        ):
             with self.reference() as ref:
                 chosen, rejected = sequence_pair_logps(ref, self.train_dataset, processing_class.pad_token_id)
             self.train_dataset = self.train_dataset.add_column("ref_chosen_logps", chosen.tolist()).add_column(
@@ -104,8 +106,12 @@ class DPOTrainer(AlignmentTrainer):
         losses = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, self.args.beta, self.args.loss_type)
         loss = losses.mean()
         margins = self.args.beta * dpo_logits(chosen, rejected, ref_chosen, ref_rejected).detach()
-        self.record(margin=margins, accuracy=(margins > 0).float(), chosen_logps=chosen.detach(),
-                    rejected_logps=rejected.detach())
+        self.record(
+            margin=margins,
+            accuracy=(margins > 0).float(),
+            chosen_logps=chosen.detach(),
+            rejected_logps=rejected.detach(),
+        )
         if return_outputs:
             return loss, {"margins": margins, "chosen_logps": chosen.detach(), "rejected_logps": rejected.detach()}
         return loss

@@ -128,7 +128,6 @@ def algorithms() -> dict[str, tuple[type, str, int]]:
     }
 
 
-
 # TrainingArguments defaults that suit the tiny CPU test bed (a config or override still wins)
 DEFAULTS = {
     "report_to": "tensorboard",
@@ -495,8 +494,13 @@ def stop_callback(step: int):
 # ----------------------------------------------------------------------------- evaluation of a run folder
 
 
-def evaluate_run(run_dir: str | Path, checkpoint: str | None = None, held_out=None, prompts: int | None = None,
-                 samples_per_prompt: int | None = None) -> dict:
+def evaluate_run(
+    run_dir: str | Path,
+    checkpoint: str | None = None,
+    held_out=None,
+    prompts: int | None = None,
+    samples_per_prompt: int | None = None,
+) -> dict:
     """Evaluate an alignment run folder (or one of its checkpoints) on its task; writes eval.json."""
     import datasets
 
