@@ -3,6 +3,8 @@ scored log-probs are those of the sampling distribution (same temperature, same 
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -94,10 +96,21 @@ def test_take_splits_two_samples_per_prompt(tiny):
         assert torch.equal(half.has_eos, out.has_eos[offset::2])
 
 
+def spy(fn, calls: list, name: str):
+    def wrapped(*args, **kwargs):
+        calls.append(name)
+        return fn(*args, **kwargs)
+
+    return wrapped
+
+
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
-def test_pair_logprobs_equal_sequence_logprobs_values_and_grads(tiny, arch):
-    """Prefix sharing (each prompt run once, its KV cache duplicated for both completions) changes no value
-    and no gradient of the paired log-probs; unpaired rows fall back to the plain path."""
+@pytest.mark.parametrize("way", ["packed-sdpa", "packed-eager", "cache"])
+def test_pair_logprobs_equal_sequence_logprobs_values_and_grads(tiny, arch, way, monkeypatch):
+    """Prefix sharing changes no value and no gradient of the paired log-probs, both ways: one packed forward
+    with a block mask (SDPA and eager attention) and the prompt's KV cache duplicated for both completions;
+    unpaired rows fall back to the plain path."""
+    from rlopt.alignment import rollout
     from rlopt.alignment.rollout import pair_logprobs
 
     model, tok = tiny
@@ -116,6 +129,13 @@ def test_pair_logprobs_equal_sequence_logprobs_values_and_grads(tiny, arch):
             pad_token_id=0,
         )
         model = LlamaForCausalLM(cfg)
+    model = copy.deepcopy(model)  # the fixture's model is shared: switch the kernel on a copy
+    model.set_attn_implementation("eager" if way == "packed-eager" else "sdpa")
+    if way == "cache":
+        monkeypatch.setattr(rollout, "PACKED_MAX_LENGTH", 0)
+    calls = []
+    monkeypatch.setattr(rollout, "_packed_pair_logprobs", spy(rollout._packed_pair_logprobs, calls, "packed"))
+    monkeypatch.setattr(rollout, "_cached_pair_logprobs", spy(rollout._cached_pair_logprobs, calls, "cache"))
     torch.manual_seed(3)
     prompts = ["3 8 1 8 5 |", "1 |", "9 9 + 1 ="]
     a, b = generate(model, tok, prompts, 8), generate(model, tok, prompts, 8)
@@ -138,5 +158,6 @@ def test_pair_logprobs_equal_sequence_logprobs_values_and_grads(tiny, arch):
     torch.testing.assert_close(seq1, seq0, atol=1e-5, rtol=1e-5)
     for x, y in zip(g1, g0):
         torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
+    assert calls == [way.split("-")[0]]  # the way under test ran, once
     odd = [t[:5] for t in both]  # five rows: not a pairing, so the plain path
     torch.testing.assert_close(pair_logprobs(model, *odd)[1], sequence_logprobs(model, *odd)[1])

@@ -126,6 +126,16 @@ def _accepts_logits_to_keep(model) -> bool:
     return base is not None and _accepts_logits_to_keep(base())
 
 
+def _attn_implementation(model) -> str | None:
+    """The attention kernel of a (possibly DDP- or peft-wrapped) transformers model, None when unknown."""
+    inner = getattr(model, "module", model)
+    config = getattr(inner, "config", None)
+    return getattr(config, "_attn_implementation", None)
+
+
+PACKED_MAX_LENGTH = 512  # longer rows: the cache path, whose attention does not grow with both completions
+
+
 def pair_logprobs(
     model,
     prompt_ids: Tensor,
@@ -135,13 +145,72 @@ def pair_logprobs(
     temperature: float = 1.0,
 ) -> tuple[Tensor, Tensor]:
     """`sequence_logprobs` for the paired layout (rows i and i + B share prompt i, as in the preference
-    collator and the online pairs), running each prompt once: the prompts go through the model with a KV
-    cache, the cache is duplicated for the two completions, and the completions attend to it. Same values
-    and gradients as `sequence_logprobs` (gradients flow through the cache), fewer tokens computed."""
+    collator and the online pairs), running each prompt once. Same values and gradients as
+    `sequence_logprobs`, fewer tokens computed.
+
+    Two ways, chosen by the model: with SDPA or eager attention and short rows, one forward over
+    [prompt | first completion | second completion] per prompt with a block mask (each completion sees the
+    prompt and itself, and both restart their positions after the prompt); otherwise the prompts go through
+    the model with a KV cache, duplicated for the two completions. Unpaired rows take the plain path."""
     rows = prompt_ids.shape[0]
     half = rows // 2
     if rows % 2 or completion_ids.shape[1] < 2 or not torch.equal(prompt_ids[:half], prompt_ids[half:]):
         return sequence_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
+    packed_length = prompt_ids.shape[1] + 2 * (completion_ids.shape[1] - 1)
+    if _attn_implementation(model) in ("sdpa", "eager") and packed_length <= PACKED_MAX_LENGTH:
+        return _packed_pair_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
+    return _cached_pair_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
+
+
+def packed_pair_inputs(prompt_mask: Tensor, completion_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """(attention [B/2, L, L] bool, position ids [B/2, L]) of the packed rows [prompt | a[:-1] | b[:-1]].
+
+    Query q may read key k when k is a real token at or before q and either k is in the prompt or q and k
+    lie in the same completion; every position reads itself (padding rows stay finite, no real token
+    reads them). Both completions take the positions that follow the prompt's real tokens."""
+    half = prompt_mask.shape[0] // 2
+    p_mask = prompt_mask[:half].bool()
+    c_mask = completion_mask.bool()
+    width, steps = p_mask.shape[1], completion_mask.shape[1] - 1
+    device = prompt_mask.device
+    segment = torch.cat(
+        [torch.zeros(width, dtype=torch.long, device=device), torch.arange(1, 3, device=device).repeat_interleave(steps)]
+    )
+    index = torch.arange(segment.shape[0], device=device)
+    shape = (index[None, :] <= index[:, None]) & ((segment[None, :] == 0) | (segment[None, :] == segment[:, None]))
+    real = torch.cat([p_mask, c_mask[:half, :-1], c_mask[half:, :-1]], 1)
+    attention = (shape[None] & real[:, None, :]) | torch.eye(segment.shape[0], dtype=torch.bool, device=device)
+    after_prompt = p_mask.sum(1, keepdim=True) + torch.arange(steps, device=device)[None]
+    positions = torch.cat([position_ids(p_mask), after_prompt, after_prompt], 1)
+    return attention, positions
+
+
+def _packed_pair_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature):
+    half = prompt_ids.shape[0] // 2
+    width, length = prompt_ids.shape[1], completion_ids.shape[1]
+    input_ids = torch.cat([prompt_ids[:half], completion_ids[:half, :-1], completion_ids[half:, :-1]], 1)
+    attention, positions = packed_pair_inputs(prompt_mask, completion_mask)
+    if _attn_implementation(model) == "eager":  # eager attention adds the mask to the scores
+        dtype = next(model.parameters()).dtype
+        attention = torch.zeros(attention.shape, dtype=dtype, device=attention.device).masked_fill_(
+            ~attention, torch.finfo(dtype).min
+        )
+    kept = input_ids.shape[1] - width + 1  # the last prompt position onwards
+    keep = {"logits_to_keep": kept} if _accepts_logits_to_keep(model) else {}
+    logits = model(input_ids=input_ids, attention_mask=attention[:, None], position_ids=positions, **keep).logits
+    logits = logits[:, -kept:]
+    first = logits[:, :1]  # the last prompt token predicts the first token of both completions
+    paired = torch.cat(
+        [torch.cat([first, logits[:, 1:length]], 1), torch.cat([first, logits[:, length:]], 1)],
+        0,
+    )
+    per_token = token_logprobs(paired, completion_ids, temperature) * completion_mask
+    return per_token, masked_sum(per_token, completion_mask)
+
+
+def _cached_pair_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature):
+    rows = prompt_ids.shape[0]
+    half = rows // 2
     p_ids, p_mask = prompt_ids[:half], prompt_mask[:half]
     keep = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}  # only the last prompt position's logits
     first = model(input_ids=p_ids, attention_mask=p_mask, position_ids=position_ids(p_mask), use_cache=True, **keep)
