@@ -173,9 +173,8 @@ def packed_pair_inputs(prompt_mask: Tensor, completion_mask: Tensor) -> tuple[Te
     c_mask = completion_mask.bool()
     width, steps = p_mask.shape[1], completion_mask.shape[1] - 1
     device = prompt_mask.device
-    segment = torch.cat(
-        [torch.zeros(width, dtype=torch.long, device=device), torch.arange(1, 3, device=device).repeat_interleave(steps)]
-    )
+    completions = torch.arange(1, 3, device=device).repeat_interleave(steps)  # 1: first, 2: second completion
+    segment = torch.cat([torch.zeros(width, dtype=torch.long, device=device), completions])
     index = torch.arange(segment.shape[0], device=device)
     shape = (index[None, :] <= index[:, None]) & ((segment[None, :] == 0) | (segment[None, :] == segment[:, None]))
     real = torch.cat([p_mask, c_mask[:half, :-1], c_mask[half:, :-1]], 1)
