@@ -64,11 +64,13 @@ def main() -> None:
     for _ in range(args.repeats):
         raw = run_anchor("raw_env_sps.py", args.env)
         samples["raw"].append(float(re.search(r"single (\d+)", raw).group(1)))
+        # each of ours runs next to the SB3 half it is compared with (the anchor times PPO, then SAC),
+        # so a drift of the machine within a repeat moves both sides of a ratio alike
         samples["ppo"].append(ours("ppo", args.env, args.ppo_steps, 0))  # auto: 1 thread for the 64-64 nets
-        samples["sac"].append(ours("sac", args.env, args.sac_steps, args.threads))
         sb3 = run_anchor("sb3_sps.py", args.env, str(args.threads))
         samples["sb3_ppo"].append(float(re.search(r"ppo_sps (\d+)", sb3).group(1)))
         samples["sb3_sac"].append(float(re.search(r"sac_sps (\d+)", sb3).group(1)))
+        samples["sac"].append(ours("sac", args.env, args.sac_steps, args.threads))
         print({k: round(v[-1], 1) for k, v in samples.items()}, flush=True)
     med = {k: statistics.median(v) for k, v in samples.items()}
     report = {
@@ -79,6 +81,9 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "samples": samples,
         "steps_per_s": {k: round(v, 1) for k, v in med.items()},
+        "per_repeat": {
+            algo: [round(a / b, 2) for a, b in zip(samples[algo], samples[f"sb3_{algo}"])] for algo in ("ppo", "sac")
+        },
         "ppo_vs_sb3": round(med["ppo"] / med["sb3_ppo"], 2),
         "sac_vs_sb3": round(med["sac"] / med["sb3_sac"], 2),
         "ppo_fraction_of_raw_env": round(med["ppo"] / med["raw"], 3),
