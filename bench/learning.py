@@ -6,7 +6,8 @@
 Each job is `train.py --config configs/agents/<algo>/<env>.yaml` (1 torch thread); a job whose run
 directory already holds a checkpoint is resumed, so the same command continues an interrupted
 benchmark. The summary holds each run's final deterministic evaluation (10 episodes) and its eval
-curve; `--plot` draws mean +- std curves per (algo, env).
+curve; `--plot` draws mean +- std curves per (algo, env). `--report-only` trains nothing and reports the
+runs as they stand (status done / partial / not started), for benchmarks that span several sessions.
 """
 
 from __future__ import annotations
@@ -54,6 +55,13 @@ def run_job(algo: str, env: str, seed: int, steps: int, root: Path, extra: list[
         "wall_s": round(time.perf_counter() - start),
         **read_run(run_dir),
     }
+
+
+def standing(algo: str, env: str, seed: int, steps: int, root: Path) -> dict:
+    """A run as it stands on disk, without training: "done", "partial" or "not started"."""
+    run = read_run(root / f"{algo}-{env}-s{seed}")
+    status = "not started" if not run["steps"] else ("done" if run["steps"] >= steps else "partial")
+    return {"algo": algo, "env": env, "seed": seed, "status": status, **run}
 
 
 def read_run(run_dir: Path) -> dict:
@@ -123,16 +131,27 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=0, help="seconds per job (0 = none)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--plot", default="")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: report the runs under --root as they stand (partial ones marked), e.g. between sessions",
+    )
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every job")
     args = parser.parse_args()
     # seed-major order: with fewer workers than jobs, every (algo, env) pair advances together.
     jobs = [(a, e, s) for s in args.seeds for e in args.envs for a in args.algos]
     root = Path(args.root).resolve()
-    with ThreadPoolExecutor(args.workers or len(jobs)) as pool:
-        futures = [pool.submit(run_job, a, e, s, args.steps, root, args.overrides, args.time_limit) for a, e, s in jobs]
-        results = [f.result() for f in futures]
+    if args.report_only:
+        results = [standing(a, e, s, args.steps, root) for a, e, s in jobs]
+    else:
+        with ThreadPoolExecutor(args.workers or len(jobs)) as pool:
+            futures = [
+                pool.submit(run_job, a, e, s, args.steps, root, args.overrides, args.time_limit) for a, e, s in jobs
+            ]
+            results = [f.result() for f in futures]
     report = {
         **stamp(),
+        "report_only": args.report_only,
         "target_steps": args.steps,
         "summary": summarize(results),
         "runs": results,
