@@ -24,8 +24,12 @@ import numpy as np
 from common import ROOT, stamp, write_report
 
 
+def run_folder(root: Path, algo: str, env: str, seed: int) -> Path:
+    return root / f"{algo}-{env}-s{seed}"
+
+
 def run_job(algo: str, env: str, seed: int, steps: int, root: Path, extra: list[str], time_limit: float) -> dict:
-    run_dir = root / f"{algo}-{env}-s{seed}"
+    run_dir = run_folder(root, algo, env, seed)
     if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("step_*")):
         cmd = [sys.executable, "train.py", "--resume", str(run_dir), f"total_steps={steps}"]
     else:
@@ -59,7 +63,7 @@ def run_job(algo: str, env: str, seed: int, steps: int, root: Path, extra: list[
 
 def standing(algo: str, env: str, seed: int, steps: int, root: Path) -> dict:
     """A run as it stands on disk, without training: "done", "partial" or "not started"."""
-    run = read_run(root / f"{algo}-{env}-s{seed}")
+    run = read_run(run_folder(root, algo, env, seed))
     status = "not started" if not run["steps"] else ("done" if run["steps"] >= steps else "partial")
     return {"algo": algo, "env": env, "seed": seed, "status": status, **run}
 

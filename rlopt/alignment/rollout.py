@@ -156,10 +156,12 @@ def pair_logprobs(
     half = rows // 2
     if rows % 2 or completion_ids.shape[1] < 2 or not torch.equal(prompt_ids[:half], prompt_ids[half:]):
         return sequence_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
+    inputs = (model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
     packed_length = prompt_ids.shape[1] + 2 * (completion_ids.shape[1] - 1)
-    if _attn_implementation(model) in ("sdpa", "eager") and packed_length <= PACKED_MAX_LENGTH:
-        return _packed_pair_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
-    return _cached_pair_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
+    kernel = _attn_implementation(model)
+    if kernel in ("sdpa", "eager") and packed_length <= PACKED_MAX_LENGTH:
+        return _packed_pair_logprobs(*inputs, additive_mask=kernel == "eager")  # eager adds the mask to the scores
+    return _cached_pair_logprobs(*inputs)
 
 
 def packed_pair_inputs(prompt_mask: Tensor, completion_mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -184,12 +186,12 @@ def packed_pair_inputs(prompt_mask: Tensor, completion_mask: Tensor) -> tuple[Te
     return attention, positions
 
 
-def _packed_pair_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature):
+def _packed_pair_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature, additive_mask):
     half = prompt_ids.shape[0] // 2
     width, length = prompt_ids.shape[1], completion_ids.shape[1]
     input_ids = torch.cat([prompt_ids[:half], completion_ids[:half, :-1], completion_ids[half:, :-1]], 1)
     attention, positions = packed_pair_inputs(prompt_mask, completion_mask)
-    if _attn_implementation(model) == "eager":  # eager attention adds the mask to the scores
+    if additive_mask:  # 0 where a key is read, the dtype's minimum elsewhere
         dtype = next(model.parameters()).dtype
         attention = torch.zeros(attention.shape, dtype=dtype, device=attention.device).masked_fill_(
             ~attention, torch.finfo(dtype).min
