@@ -61,6 +61,9 @@ def run_job(algo: str, env: str, seed: int, steps: int, root: Path, extra: list[
     }
 
 
+LAST_K = 5  # evaluations averaged per seed for the `last5_*` figures
+
+
 def standing(algo: str, env: str, seed: int, steps: int, root: Path) -> dict:
     """A run as it stands on disk, without training: "done", "partial" or "not started"."""
     run = read_run(run_folder(root, algo, env, seed))
@@ -77,6 +80,8 @@ def read_run(run_dir: Path) -> dict:
     out = {"steps": steps, "eval_curve": evals}
     if evals:
         out["final_eval_mean"], out["final_eval_std"] = evals[-1][1], evals[-1][2]
+        by_step = {step: value for step, value, _ in evals}  # a resumed run may repeat its last evaluation
+        out["last5_eval_mean"] = float(np.mean([by_step[k] for k in sorted(by_step)[-LAST_K:]]))
     return out
 
 
@@ -85,12 +90,18 @@ def summarize(results: list[dict]) -> dict:
     for key in sorted({(r["algo"], r["env"]) for r in results}):
         runs = [r for r in results if (r["algo"], r["env"]) == key and "final_eval_mean" in r]
         finals = [r["final_eval_mean"] for r in runs]
+        lasts = [r["last5_eval_mean"] for r in runs]
         table[f"{key[0]}/{key[1]}"] = {
             "seeds": len(finals),
             "steps": [r["steps"] for r in runs],
             "final_eval_mean_over_seeds": float(np.mean(finals)) if finals else None,
             "final_eval_std_over_seeds": float(np.std(finals)) if finals else None,
             "per_seed": finals,
+            # final evaluations swing widely between neighbouring checkpoints (Hopper): also the mean of the last
+            # LAST_K evaluations of each seed, then mean and std of those over seeds
+            "last5_eval_mean_over_seeds": float(np.mean(lasts)) if lasts else None,
+            "last5_eval_std_over_seeds": float(np.std(lasts)) if lasts else None,
+            "last5_per_seed": lasts,
         }
     return table
 
