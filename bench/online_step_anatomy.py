@@ -17,7 +17,6 @@ Needs the anchor model folder <tempdir>/anchors/tiny_llama (written by the ancho
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import tempfile
 import time
@@ -25,7 +24,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from alignment_throughput import online_prompts
 from common import ROOT, stamp, write_report
+
+from rlopt.alignment.rollout import eos_mask, generate, packed_pair_inputs, position_ids
 
 
 def _rms(x, weight, eps):
@@ -49,7 +51,7 @@ def _fused_weights(model):
     return out
 
 
-def _block(x, weights, cos, sin, attend, cfg, cache=None):
+def _block(x, weights, cos, sin, attend, cfg):
     """One decoder layer; `attend(q, k, v)` runs the attention (and may append k, v to a cache)."""
     qkv, o, gate_up, down, norm1, norm2 = weights
     rows, length = x.shape[:2]
@@ -87,7 +89,7 @@ def fused_sample(model, prompt_ids, prompt_mask, steps, num_samples=2):
     rows, width = prompt_ids.shape
     n_rows, total = rows * num_samples, width + steps
     weights = _fused_weights(model)
-    positions = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)
+    positions = position_ids(prompt_mask)
     causal = torch.ones(width, width, dtype=torch.bool).tril()
     mask = ((causal[None] & prompt_mask.bool()[:, None]) | torch.eye(width, dtype=torch.bool)[None])[:, None]
     keys, values = [], []
@@ -143,8 +145,6 @@ def timed(fn, calls=15):
 def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlopt.alignment.rollout import eos_mask, generate, packed_pair_inputs
-
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "online_step_anatomy.json"))
@@ -153,8 +153,7 @@ def main() -> None:
     folder = Path(tempfile.gettempdir()) / "anchors" / "tiny_llama"
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
     tok = AutoTokenizer.from_pretrained(folder)
-    rng = random.Random(0)
-    prompts = [f"{rng.randint(0, 99)}+{rng.randint(0, 99)}=" for _ in range(32)]  # the online bench's first batch
+    prompts = online_prompts()[:32]  # the online bench's prompts, one batch
     tok.padding_side = "left"
     enc = tok(prompts, padding=True, return_tensors="pt", add_special_tokens=False)
     ids, mask = enc["input_ids"], enc["attention_mask"]
