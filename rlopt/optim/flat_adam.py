@@ -86,7 +86,11 @@ class FlatAdam:
         bias1 = 1.0 - beta1**self.steps
         sqrt_bias2 = math.sqrt(1.0 - beta2**self.steps)
         # lr/bias1 * m / (sqrt(v/bias2) + eps), rearranged so it needs two passes over v, not four
-        torch.sqrt(self.exp_avg_sq, out=self._denom).add_(self.eps * sqrt_bias2)
+        if self.flat.device.type == "cpu":  # torch's CPU sqrt is ~15x slower on zeros, NumPy's is not
+            np.sqrt(self.exp_avg_sq.numpy(), out=self._denom.numpy())
+            self._denom.add_(self.eps * sqrt_bias2)
+        else:
+            torch.sqrt(self.exp_avg_sq, out=self._denom).add_(self.eps * sqrt_bias2)
         self.flat.addcdiv_(self.exp_avg, self._denom, value=-self.lr * sqrt_bias2 / bias1)
         return norm
 
