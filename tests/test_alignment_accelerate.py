@@ -1,5 +1,5 @@
 """`accelerate launch` with configs/accelerate/cpu_2proc.yaml: two CPU processes (DDP over gloo) take the
-same first DPO step as one process with the same global batch."""
+same DPO steps as one process with the same global batch (first loss and the weights after two steps)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 pytest.importorskip("accelerate")
 
@@ -22,7 +24,8 @@ def test_two_process_first_step_equals_one_process(tmp_path):
     if shutil.which("accelerate") is None:
         pytest.skip("the accelerate CLI is not on PATH")
     one, two = tmp_path / "one.json", tmp_path / "two.json"
-    subprocess.run([sys.executable, str(SCRIPT), str(one), "--batch", "8"], cwd=ROOT, check=True, capture_output=True)
+    single_cmd = [sys.executable, str(SCRIPT), str(one), "--batch", "8", "--steps", "2"]
+    subprocess.run(single_cmd, cwd=ROOT, check=True, capture_output=True)
     subprocess.run(
         [
             "accelerate",
@@ -33,6 +36,8 @@ def test_two_process_first_step_equals_one_process(tmp_path):
             str(two),
             "--batch",
             "4",
+            "--steps",
+            "2",
         ],
         cwd=ROOT,
         check=True,
@@ -41,6 +46,11 @@ def test_two_process_first_step_equals_one_process(tmp_path):
     single, double = json.loads(one.read_text()), json.loads(two.read_text())
     assert (single["world_size"], double["world_size"]) == (1, 2)
     assert double["loss"] == pytest.approx(single["loss"], abs=1e-6)
+    first, second = load_file(one.with_suffix(".safetensors")), load_file(two.with_suffix(".safetensors"))
+    assert sorted(first) == sorted(second)
+    assert single["moved"] > 1e-5  # the steps changed the weights, so equal weights mean equal updates
+    for name in first:
+        torch.testing.assert_close(second[name], first[name], rtol=0, atol=2e-6, msg=name)
 
 
 @pytest.mark.parametrize("name", ["cpu_2proc", "multi_gpu", "zero2", "zero3", "fsdp"])

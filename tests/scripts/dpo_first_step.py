@@ -1,4 +1,5 @@
-"""Run one DPO step on the tiny model and write the logged loss (main process) to a JSON file.
+"""Run DPO steps on the tiny model; the main process writes the first logged loss to a JSON file and the
+trained weights (one full state dict) next to it as OUT.safetensors.
 
     python tests/scripts/dpo_first_step.py OUT.json --batch 8                       # one process
     accelerate launch --config_file configs/accelerate/cpu_2proc.yaml \\
@@ -13,6 +14,7 @@ import tempfile
 import datasets
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 from rlopt.alignment.dpo import DPOConfig, DPOTrainer
 from rlopt.alignment.models import build_tiny_model, load_causal_lm, load_tokenizer
@@ -21,6 +23,7 @@ from rlopt.alignment.tasks import get_task, spaced
 parser = argparse.ArgumentParser()
 parser.add_argument("out")
 parser.add_argument("--batch", type=int, required=True)
+parser.add_argument("--steps", type=int, default=1)
 cli = parser.parse_args()
 
 task, rng = get_task("sort5"), np.random.default_rng(0)
@@ -41,9 +44,10 @@ torch.manual_seed(1)
 with torch.no_grad():  # a policy away from the reference, identical in every process
     for p in policy.parameters():
         p.add_(0.05 * torch.randn_like(p))
+initial = {k: v.clone() for k, v in policy.state_dict().items()}
 args = DPOConfig(
     output_dir=os.path.join(work, "out"),
-    max_steps=1,
+    max_steps=cli.steps,
     per_device_train_batch_size=cli.batch,
     logging_steps=1,
     save_strategy="no",
@@ -53,7 +57,11 @@ args = DPOConfig(
 )
 trainer = DPOTrainer(policy, args, data, load_tokenizer(path), ref_model=load_causal_lm(path))
 trainer.train()
+state = trainer.accelerator.get_state_dict(trainer.model)  # collective under sharding: every process calls it
 if trainer.is_world_process_zero():
     loss = next(h["loss"] for h in trainer.state.log_history if "loss" in h)
+    weights = {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
+    save_file(weights, os.path.splitext(cli.out)[0] + ".safetensors")
+    moved = max(float((weights[k] - initial[k]).abs().max()) for k in weights)
     with open(cli.out, "w") as f:
-        json.dump({"loss": loss, "world_size": trainer.args.world_size}, f)
+        json.dump({"loss": loss, "world_size": trainer.args.world_size, "moved": moved}, f)
