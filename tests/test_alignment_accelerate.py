@@ -60,3 +60,28 @@ def test_accelerate_configs_parse(name):
 
     config = load_config_from_file(str(ROOT / "configs" / "accelerate" / f"{name}.yaml"))
     assert config.num_processes >= 2 and config.num_machines == 1
+
+
+@pytest.mark.parametrize("env, name", [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
+def test_sharding_config_that_accelerate_ignores_is_one_clear_error(monkeypatch, env, name):
+    """accelerate silently trains unsharded when FSDP/DeepSpeed cannot apply (no CUDA); we refuse instead."""
+    from rlopt.alignment.trainer import check_sharding_applied
+
+    check_sharding_applied(fsdp_enabled=False, deepspeed_enabled=False)  # nothing asked: fine
+    monkeypatch.setenv(env, "true")
+    with pytest.raises(ValueError, match=f"asks for {name}, but accelerate did not apply it"):
+        check_sharding_applied(fsdp_enabled=False, deepspeed_enabled=False)
+    check_sharding_applied(fsdp_enabled=True, deepspeed_enabled=True)  # asked and applied: fine
+
+
+def test_fsdp_launch_env_on_cpu_fails_when_the_trainer_is_built(monkeypatch, tmp_path):
+    """What `accelerate launch --config_file configs/accelerate/fsdp.yaml` sets, on this CPU machine."""
+    from rlopt.alignment.dpo import DPOConfig, DPOTrainer
+    from rlopt.alignment.models import build_tiny_model, load_causal_lm, load_tokenizer
+    from tests.test_alignment_dpo import preference_dataset
+
+    path = build_tiny_model(tmp_path / "m", seed=0)
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    args = DPOConfig(output_dir=str(tmp_path / "out"), report_to="none")
+    with pytest.raises(ValueError, match="asks for FSDP"):
+        DPOTrainer(load_causal_lm(path), args, preference_dataset(4), load_tokenizer(path))

@@ -16,6 +16,7 @@ Each algorithm file then holds only its Config (a TrainingArguments subclass) an
 from __future__ import annotations
 
 import copy
+import os
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -27,6 +28,27 @@ from rlopt.alignment.models import is_peft_model, reference
 from rlopt.alignment.rollout import Completions, generate, pair_logprobs
 
 RewardFn = Callable[[list[str], list[str]], "list[float]"]
+
+
+def check_sharding_applied(fsdp_enabled: bool, deepspeed_enabled: bool) -> None:
+    """Fail loudly when the accelerate config asked for FSDP or DeepSpeed but accelerate did not apply it.
+
+    accelerate applies FSDP only to CUDA (or other accelerator) process groups of two or more processes and
+    DeepSpeed only off CPU; otherwise it falls back, without a word, to plain (DDP or single-process) training
+    of the unsharded model — a run that looks fine until the memory the user planned for runs out.
+    """
+    asked = {
+        "FSDP": (os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true", fsdp_enabled),
+        "DeepSpeed": (os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true", deepspeed_enabled),
+    }
+    for name, (requested, applied) in asked.items():
+        if requested and not applied:
+            raise ValueError(
+                f"the accelerate config asks for {name}, but accelerate did not apply it: it needs CUDA devices"
+                f"{' and num_processes >= 2' if name == 'FSDP' else ''} (found "
+                f"{torch.cuda.device_count()} CUDA devices); the run would train the unsharded model. On CPU use "
+                "configs/accelerate/cpu_2proc.yaml (DDP over gloo)."
+            )
 
 
 class AlignmentTrainer(Trainer):
@@ -41,6 +63,7 @@ class AlignmentTrainer(Trainer):
         super().__init__(
             model=model, args=args, train_dataset=train_dataset, processing_class=processing_class, **kwargs
         )
+        check_sharding_applied(self.is_fsdp_enabled, self.is_deepspeed_enabled)
         ref_model = self.build_reference(model, ref_model, train_dataset)
         if ref_model is not None:
             ref_model = ref_model.to(self.args.device).eval().requires_grad_(False)
