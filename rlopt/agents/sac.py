@@ -103,6 +103,7 @@ class SACAgent(Agent):
         self.alpha_optimizer = FlatAdam([self.log_alpha], cfg.alpha_lr) if cfg.autotune else None
         self.updates = 0
         self._numpy_sampler = None  # built on first CPU use, after the optimisers flattened the weights
+        self._views = None  # the fused update's weight/gradient views, built on its first call
 
     def explore(self, obs: Tensor) -> Tensor:
         if obs.device.type == "cpu":  # NumPy acting: a few microseconds instead of ~30 torch dispatches
@@ -162,10 +163,32 @@ class SACAgent(Agent):
     # the critic target and the first actor step), and no critic weight-gradient is formed for
     # the actor loss. Steps, order and the random draws per sample are those of the autograd path.
 
+    def _fused_views(self) -> dict[str, list[Tensor]]:
+        """Views of every weight and gradient the fused update reads or writes, looked up once.
+
+        They alias the flat buffers the optimisers step (and in-place checkpoint loads keep), so they stay
+        current; re-listing them per update cost ~60 module lookups and transposes.
+        """
+        if self._views is None:
+            layers = [m for m in self.actor.trunk if isinstance(m, nn.Linear)]
+            critic, target = self.critic.net, self.critic_target.net
+            self._views = {
+                "actor_w": [m.weight.t() for m in layers],  # matmul layout [in, out]
+                "actor_b": [m.bias for m in layers],
+                "actor_wg": [m.weight.grad for m in layers],
+                "actor_bg": [m.bias.grad for m in layers],
+                "critic_w": list(critic.weights),
+                "critic_b": list(critic.biases),
+                "critic_wg": [w.grad for w in critic.weights],
+                "critic_bg": [b.grad for b in critic.biases],
+                "target_w": list(target.weights),
+                "target_b": list(target.biases),
+            }
+        return self._views
+
     def _actor_forward(self, obs: Tensor) -> dict[str, Tensor]:
-        actor = self.actor
-        layers = [m for m in actor.trunk if isinstance(m, nn.Linear)]
-        out, inputs = relu_mlp_forward(obs, [m.weight.t() for m in layers], [m.bias for m in layers])
+        actor, views = self.actor, self._fused_views()
+        out, inputs = relu_mlp_forward(obs, views["actor_w"], views["actor_b"])
         mean, raw = out.chunk(2, dim=-1)
         tanh_raw = torch.tanh(raw)
         half_range = 0.5 * (actor.log_std_max - actor.log_std_min)
@@ -191,16 +214,18 @@ class SACAgent(Agent):
         n = batch.obs.shape[0]
         alpha = self.log_alpha.exp()
         actor_now = self.updates % cfg.policy_frequency == 0
+        views = self._fused_views()
         fwd = self._actor_forward(torch.cat([batch.next_obs, batch.obs]) if actor_now else batch.next_obs)
-        next_q = self.critic_target(batch.next_obs, fwd["action"][:n])
-        net = self.critic.net
-        weights, biases = list(net.weights), list(net.biases)
-        x = torch.cat([batch.obs, batch.actions], dim=-1).unsqueeze(0).expand(net.n, -1, -1)
-        q, inputs = relu_mlp_forward(x, weights, biases)
+        members = len(views["critic_w"][0])
+        x_next = torch.cat([batch.next_obs, fwd["action"][:n]], dim=-1).unsqueeze(0).expand(members, -1, -1)
+        next_q = relu_mlp_forward(x_next, views["target_w"], views["target_b"])[0].squeeze(-1)
+        weights = views["critic_w"]
+        x = torch.cat([batch.obs, batch.actions], dim=-1).unsqueeze(0).expand(members, -1, -1)
+        q, inputs = relu_mlp_forward(x, weights, views["critic_b"])
         q = q.squeeze(-1)
         loss, target = sac_critic_loss(q, batch.rewards, batch.terminated, next_q, fwd["logp"][:n], alpha, cfg.gamma)
         grad_q = (q - target).mul_(2.0 / n).unsqueeze(-1)
-        relu_mlp_backward(weights, inputs, grad_q, [w.grad for w in weights], [b.grad for b in biases])
+        relu_mlp_backward(weights, inputs, grad_q, views["critic_wg"], views["critic_bg"])
         self.critic_optimizer.step()
         stats = {"loss/critic": loss, "stats/q": q.mean()}
         if actor_now:
@@ -215,10 +240,10 @@ class SACAgent(Agent):
         n = obs.shape[0]
         alpha = self.log_alpha.exp()
         action, logp = fwd["action"][rows], fwd["logp"][rows]
-        net = self.critic.net
-        weights, biases = list(net.weights), list(net.biases)
-        x = torch.cat([obs, action], dim=-1).unsqueeze(0).expand(net.n, -1, -1)
-        q, inputs = relu_mlp_forward(x, weights, biases)
+        views = self._fused_views()
+        weights = views["critic_w"]
+        x = torch.cat([obs, action], dim=-1).unsqueeze(0).expand(len(weights[0]), -1, -1)
+        q, inputs = relu_mlp_forward(x, weights, views["critic_b"])
         q_min, member = q.squeeze(-1).min(0)
         loss = (alpha * logp - q_min).mean()
         # d loss / d Q_j(s, a~) = -1/n for the minimising critic j, 0 for the others
@@ -233,13 +258,12 @@ class SACAgent(Agent):
         grad_mean = grad_u + (2.0 * c) * tanh_u
         grad_log_std = (grad_u + (2.0 * c) * tanh_u) * std * eps - c
         grad_raw = grad_log_std * fwd["half_range"] * (1.0 - fwd["tanh_raw"][rows].square())
-        layers = [m for m in self.actor.trunk if isinstance(m, nn.Linear)]
         relu_mlp_backward(
-            [m.weight.t() for m in layers],
+            views["actor_w"],
             [h[rows] for h in fwd["inputs"]],
             torch.cat([grad_mean, grad_raw], dim=-1),
-            [m.weight.grad for m in layers],
-            [m.bias.grad for m in layers],
+            views["actor_wg"],
+            views["actor_bg"],
         )
         self.actor_optimizer.step()
         stats = {"loss/actor": loss, "stats/entropy": -logp.mean()}
