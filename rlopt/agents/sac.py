@@ -186,6 +186,10 @@ class SACAgent(Agent):
             }
         return self._views
 
+    def _critic_input(self, obs: Tensor, actions: Tensor) -> Tensor:
+        """[s, a] for every critic member at once: [n, B, O + A] (a broadcast view, no copy per member)."""
+        return torch.cat([obs, actions], dim=-1).unsqueeze(0).expand(self.critic.net.n, -1, -1)
+
     def _actor_forward(self, obs: Tensor) -> dict[str, Tensor]:
         actor, views = self.actor, self._fused_views()
         out, inputs = relu_mlp_forward(obs, views["actor_w"], views["actor_b"])
@@ -216,12 +220,10 @@ class SACAgent(Agent):
         actor_now = self.updates % cfg.policy_frequency == 0
         views = self._fused_views()
         fwd = self._actor_forward(torch.cat([batch.next_obs, batch.obs]) if actor_now else batch.next_obs)
-        members = len(views["critic_w"][0])
-        x_next = torch.cat([batch.next_obs, fwd["action"][:n]], dim=-1).unsqueeze(0).expand(members, -1, -1)
+        x_next = self._critic_input(batch.next_obs, fwd["action"][:n])
         next_q = relu_mlp_forward(x_next, views["target_w"], views["target_b"])[0].squeeze(-1)
         weights = views["critic_w"]
-        x = torch.cat([batch.obs, batch.actions], dim=-1).unsqueeze(0).expand(members, -1, -1)
-        q, inputs = relu_mlp_forward(x, weights, views["critic_b"])
+        q, inputs = relu_mlp_forward(self._critic_input(batch.obs, batch.actions), weights, views["critic_b"])
         q = q.squeeze(-1)
         loss, target = sac_critic_loss(q, batch.rewards, batch.terminated, next_q, fwd["logp"][:n], alpha, cfg.gamma)
         grad_q = (q - target).mul_(2.0 / n).unsqueeze(-1)
@@ -242,8 +244,7 @@ class SACAgent(Agent):
         action, logp = fwd["action"][rows], fwd["logp"][rows]
         views = self._fused_views()
         weights = views["critic_w"]
-        x = torch.cat([obs, action], dim=-1).unsqueeze(0).expand(len(weights[0]), -1, -1)
-        q, inputs = relu_mlp_forward(x, weights, views["critic_b"])
+        q, inputs = relu_mlp_forward(self._critic_input(obs, action), weights, views["critic_b"])
         q_min, member = q.squeeze(-1).min(0)
         loss = (alpha * logp - q_min).mean()
         # d loss / d Q_j(s, a~) = -1/n for the minimising critic j, 0 for the others
