@@ -8,6 +8,11 @@ directory already holds a checkpoint is resumed, so the same command continues a
 benchmark. The summary holds each run's final deterministic evaluation (10 episodes) and its eval
 curve; `--plot` draws mean +- std curves per (algo, env). `--report-only` trains nothing and reports the
 runs as they stand (status done / partial / not started), for benchmarks that span several sessions.
+
+Run folders (replay buffers, checkpoints) are too large to commit, and a new session starts from a fresh
+checkout. `--records DIR` keeps one small committed JSON per finished run (its eval curve, the date and commit it
+finished at): a finished run is recorded there, a recorded run is not trained again, and the report takes a run
+that has no folder from its record.
 """
 
 from __future__ import annotations
@@ -28,7 +33,35 @@ def run_folder(root: Path, algo: str, env: str, seed: int) -> Path:
     return root / f"{algo}-{env}-s{seed}"
 
 
-def run_job(algo: str, env: str, seed: int, steps: int, root: Path, extra: list[str], time_limit: float) -> dict:
+def record_path(records: Path, algo: str, env: str, seed: int) -> Path:
+    return records / f"{algo}-{env}-s{seed}.json"
+
+
+def load_record(records: Path | None, algo: str, env: str, seed: int, steps: int) -> dict | None:
+    """The committed record of a run that reached `steps`, else None."""
+    if records is None or not record_path(records, algo, env, seed).is_file():
+        return None
+    record = json.loads(record_path(records, algo, env, seed).read_text())
+    return record if record["steps"] >= steps else None
+
+
+def save_record(records: Path | None, result: dict, steps: int) -> None:
+    """Record a finished run (an unfinished one is left to its folder and a later session)."""
+    if records is None or result["steps"] < steps or not result["eval_curve"]:
+        return
+    records.mkdir(parents=True, exist_ok=True)
+    path = record_path(records, result["algo"], result["env"], result["seed"])
+    if path.is_file() and json.loads(path.read_text())["eval_curve"] == result["eval_curve"]:
+        return  # already recorded: keep its date and commit
+    write_report({**stamp(), **{k: v for k, v in result.items() if k != "wall_s"}, "status": "done"}, path)
+
+
+def run_job(
+    algo: str, env: str, seed: int, steps: int, root: Path, extra: list[str], time_limit: float, records: Path | None
+) -> dict:
+    record = load_record(records, algo, env, seed, steps)
+    if record is not None:
+        return {**record, "status": "done (record)"}
     run_dir = run_folder(root, algo, env, seed)
     if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("step_*")):
         cmd = [sys.executable, "train.py", "--resume", str(run_dir), f"total_steps={steps}"]
@@ -51,7 +84,7 @@ def run_job(algo: str, env: str, seed: int, steps: int, root: Path, extra: list[
         status = "done" if proc.returncode == 0 else f"failed: {proc.stderr[-500:]}"
     except subprocess.TimeoutExpired:
         status = "time limit"
-    return {
+    result = {
         "algo": algo,
         "env": env,
         "seed": seed,
@@ -59,16 +92,25 @@ def run_job(algo: str, env: str, seed: int, steps: int, root: Path, extra: list[
         "wall_s": round(time.perf_counter() - start),
         **read_run(run_dir),
     }
+    if status == "done":
+        save_record(records, result, steps)
+    return result
 
 
 LAST_K = 5  # evaluations averaged per seed for the `last5_*` figures
 
 
-def standing(algo: str, env: str, seed: int, steps: int, root: Path) -> dict:
-    """A run as it stands on disk, without training: "done", "partial" or "not started"."""
+def standing(algo: str, env: str, seed: int, steps: int, root: Path, records: Path | None = None) -> dict:
+    """A run as it stands, without training: "done", "partial" or "not started" (a recorded run: its record)."""
     run = read_run(run_folder(root, algo, env, seed))
     status = "not started" if not run["steps"] else ("done" if run["steps"] >= steps else "partial")
-    return {"algo": algo, "env": env, "seed": seed, "status": status, **run}
+    result = {"algo": algo, "env": env, "seed": seed, "status": status, **run}
+    if status == "done":
+        save_record(records, result, steps)
+    record = load_record(records, algo, env, seed, steps)
+    if status != "done" and record is not None:
+        return {**record, "status": "done (record)"}
+    return result
 
 
 def read_run(run_dir: Path) -> dict:
@@ -85,10 +127,11 @@ def read_run(run_dir: Path) -> dict:
     return out
 
 
-def summarize(results: list[dict]) -> dict:
+def summarize(results: list[dict], steps: int) -> dict:
+    """Mean and std over the seeds that reached `steps` (unfinished runs are counted, not averaged)."""
     table = {}
     for key in sorted({(r["algo"], r["env"]) for r in results}):
-        runs = [r for r in results if (r["algo"], r["env"]) == key and "final_eval_mean" in r]
+        runs = [r for r in results if (r["algo"], r["env"]) == key and "final_eval_mean" in r and r["steps"] >= steps]
         finals = [r["final_eval_mean"] for r in runs]
         lasts = [r["last5_eval_mean"] for r in runs]
         table[f"{key[0]}/{key[1]}"] = {
@@ -102,11 +145,13 @@ def summarize(results: list[dict]) -> dict:
             "last5_eval_mean_over_seeds": float(np.mean(lasts)) if lasts else None,
             "last5_eval_std_over_seeds": float(np.std(lasts)) if lasts else None,
             "last5_per_seed": lasts,
+            "unfinished_runs": sum((r["algo"], r["env"]) == key and r["steps"] < steps for r in results),
         }
     return table
 
 
-def plot(results: list[dict], path: Path) -> None:
+def plot(results: list[dict], path: Path, steps: int) -> None:
+    """Mean +- std over the finished seeds per (algo, env); an unfinished run as its own thin dotted line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,21 +160,26 @@ def plot(results: list[dict], path: Path) -> None:
     envs = sorted({r["env"] for r in results})
     fig, axes = plt.subplots(1, len(envs), figsize=(5.5 * len(envs), 4), squeeze=False)
     for ax, env in zip(axes[0], envs):
-        for algo in sorted({r["algo"] for r in results if r["env"] == env}):
-            curves = [r["eval_curve"] for r in results if r["env"] == env and r["algo"] == algo and r["eval_curve"]]
-            if not curves:
-                continue
-            n = min(len(c) for c in curves)
-            steps = np.array([c[i][0] for i in range(n) for c in curves[:1]])
-            values = np.array([[c[i][1] for i in range(n)] for c in curves])
-            mean, std = values.mean(0), values.std(0)
-            ax.plot(steps, mean, label=f"{algo} ({len(curves)} seeds)")
-            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+        for i, algo in enumerate(sorted({r["algo"] for r in results if r["env"] == env})):
+            color = f"C{i}"
+            runs = [r for r in results if r["env"] == env and r["algo"] == algo and r["eval_curve"]]
+            curves = [r["eval_curve"] for r in runs if r["steps"] >= steps]
+            if curves:
+                # the steps every seed evaluated at (a resumed run may repeat one; a record may lack some)
+                common = sorted(set.intersection(*({step for step, _, _ in c} for c in curves)))
+                values = np.array([[dict((step, v) for step, v, _ in c)[k] for k in common] for c in curves])
+                mean, std = values.mean(0), values.std(0)
+                ax.plot(common, mean, color=color, label=f"{algo} ({len(curves)} seeds)")
+                ax.fill_between(common, mean - std, mean + std, color=color, alpha=0.2)
+            for r in runs:
+                if r["steps"] < steps:
+                    xs, ys = zip(*[(step, v) for step, v, _ in r["eval_curve"]])
+                    ax.plot(xs, ys, color=color, lw=0.8, ls=":", label=f"{algo} seed {r['seed']} (unfinished)")
         ax.set_title(env)
         ax.set_xlabel("environment steps")
         ax.set_ylabel("deterministic eval return")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -151,29 +201,36 @@ def main() -> None:
         action="store_true",
         help="train nothing: report the runs under --root as they stand (partial ones marked), e.g. between sessions",
     )
+    parser.add_argument(
+        "--records",
+        default="",
+        help="folder of committed per-run records: finished runs are recorded there and not trained again",
+    )
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every job")
     args = parser.parse_args()
     # seed-major order: with fewer workers than jobs, every (algo, env) pair advances together.
     jobs = [(a, e, s) for s in args.seeds for e in args.envs for a in args.algos]
     root = Path(args.root).resolve()
+    records = Path(args.records).resolve() if args.records else None
     if args.report_only:
-        results = [standing(a, e, s, args.steps, root) for a, e, s in jobs]
+        results = [standing(a, e, s, args.steps, root, records) for a, e, s in jobs]
     else:
         with ThreadPoolExecutor(args.workers or len(jobs)) as pool:
             futures = [
-                pool.submit(run_job, a, e, s, args.steps, root, args.overrides, args.time_limit) for a, e, s in jobs
+                pool.submit(run_job, a, e, s, args.steps, root, args.overrides, args.time_limit, records)
+                for a, e, s in jobs
             ]
             results = [f.result() for f in futures]
     report = {
         **stamp(),
         "report_only": args.report_only,
         "target_steps": args.steps,
-        "summary": summarize(results),
+        "summary": summarize(results, args.steps),
         "runs": results,
     }
     write_report(report, args.out)
     if args.plot:
-        plot(results, Path(args.plot))
+        plot(results, Path(args.plot), args.steps)
     print(json.dumps(report["summary"], indent=1))
 
 
