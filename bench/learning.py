@@ -51,7 +51,8 @@ def save_record(records: Path | None, result: dict, steps: int) -> None:
         return
     records.mkdir(parents=True, exist_ok=True)
     path = record_path(records, result["algo"], result["env"], result["seed"])
-    if path.is_file() and json.loads(path.read_text())["eval_curve"] == result["eval_curve"]:
+    # compared as JSON (the record's pairs come back as lists, a fresh read's as tuples)
+    if path.is_file() and json.loads(path.read_text())["eval_curve"] == json.loads(json.dumps(result["eval_curve"])):
         return  # already recorded: keep its date and commit
     write_report({**stamp(), **{k: v for k, v in result.items() if k != "wall_s"}, "status": "done"}, path)
 
