@@ -167,8 +167,9 @@ def plot(results: list[dict], path: Path, steps: int) -> None:
             curves = [r["eval_curve"] for r in runs if r["steps"] >= steps]
             if curves:
                 # the steps every seed evaluated at (a resumed run may repeat one; a record may lack some)
-                common = sorted(set.intersection(*({step for step, _, _ in c} for c in curves)))
-                values = np.array([[dict((step, v) for step, v, _ in c)[k] for k in common] for c in curves])
+                by_step = [{step: v for step, v, _ in c} for c in curves]
+                common = sorted(set.intersection(*(set(d) for d in by_step)))
+                values = np.array([[d[k] for k in common] for d in by_step])
                 mean, std = values.mean(0), values.std(0)
                 ax.plot(common, mean, color=color, label=f"{algo} ({len(curves)} seeds)")
                 ax.fill_between(common, mean - std, mean + std, color=color, alpha=0.2)
