@@ -13,8 +13,10 @@ from torch.distributions import Normal, kl_divergence
 import rlopt.agents.ppo as ppo_module
 from rlopt.agents.base import EnvSpec
 from rlopt.agents.buffers import Batch, ReplayBatch
+from rlopt.agents.fused import relu_ensemble_selected_input_grad, relu_mlp_forward
 from rlopt.agents.mdpo import MDPOAgent, MDPOConfig
 from rlopt.agents.mdpo_off import MDPOOffAgent, MDPOOffConfig
+from rlopt.agents.networks import EnsembleMLP
 from rlopt.agents.ppo import PPOAgent, PPOConfig, ppo_loss, ppo_stats
 from rlopt.agents.sac import SACAgent, SACConfig, sac_alpha_loss, sac_critic_loss
 from rlopt.optim import approx_kl, clipped_surrogate, tanh_gaussian_log_prob
@@ -340,6 +342,29 @@ def test_ppo_fused_update_equals_autograd(overrides):
     assert stats_ref["stats/clip_frac"] > 0  # the comparison covered clipped samples
     for key in stats_ref:
         torch.testing.assert_close(stats_fused[key], stats_ref[key], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("pick", ["mixed", "all_first", "all_second"])
+def test_selected_member_input_grad_equals_autograd(pick):
+    """Each row's gradient through its selected ensemble member alone equals autograd's gradient of
+    sum_i g_i Q_{j(i)}(x_i), including the case where one member is selected by no row."""
+    torch.manual_seed(3)
+    n, rows, dim = 2, 40, 7
+    ensemble = EnsembleMLP(n, dim, 1, (16, 16))
+    weights, biases = [w.detach() for w in ensemble.weights], [b.detach() for b in ensemble.biases]
+    x = torch.randn(rows, dim, requires_grad=True)
+    q = ensemble(x).squeeze(-1)  # [n, B]
+    member = {
+        "mixed": torch.randint(0, n, (rows,)),
+        "all_first": torch.zeros(rows, dtype=torch.long),
+        "all_second": torch.ones(rows, dtype=torch.long),
+    }[pick]
+    assert pick != "mixed" or 0 < int(member.sum()) < rows  # both members are used
+    g = torch.randn(rows)
+    (q.gather(0, member.view(1, -1)).squeeze(0) * g).sum().backward()
+    _, inputs = relu_mlp_forward(x.detach().unsqueeze(0).expand(n, -1, -1), weights, biases)
+    got = relu_ensemble_selected_input_grad(weights, inputs, member, g, slice(4, None))
+    torch.testing.assert_close(got, x.grad[:, 4:], atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("overrides", [{}, {"policy_frequency": 1}, {"autotune": False}, {"target_frequency": 2}])

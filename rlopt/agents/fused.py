@@ -116,3 +116,35 @@ def relu_mlp_backward(
         elif input_grad:
             return torch.matmul(grad, w.transpose(-1, -2))
     return None
+
+
+@torch.no_grad()
+def relu_ensemble_selected_input_grad(
+    weights: list[Tensor], inputs: list[Tensor], member: Tensor, grad_out: Tensor, columns: slice = slice(None)
+) -> Tensor:
+    """d/dx_i of sum_i grad_out[i] * Q_{member[i]}(x_i) for an ensemble run by `relu_mlp_forward`.
+
+    The actor loss of a twin-critic agent reads min_j Q_j, so each row's gradient flows through one
+    member only; a dense ensemble backward would carry exact zeros through the others. Here each row
+    goes back through its own member alone (rows grouped by member): half the work for two members.
+    weights: [n, in, out] per layer; inputs: the [n, B, in] layer inputs from `relu_mlp_forward`;
+    member: [B] indices; grad_out: [B]. Returns [B, len(columns)], the gradient of the selected
+    input columns (e.g. the action part of [s, a]).
+    """
+    first = weights[0][:, columns, :]  # [n, in', out]: only the input columns asked for
+    result = grad_out.new_empty(member.shape[0], first.shape[1])
+    order = torch.argsort(member, stable=True)
+    counts = torch.bincount(member, minlength=first.shape[0]).tolist()
+    start = 0
+    for j, count in enumerate(counts):
+        if count == 0:
+            continue
+        rows = order[start : start + count]
+        start += count
+        grad = grad_out.index_select(0, rows).unsqueeze(1)  # [m, 1]: d loss / d output of member j
+        for k in range(len(weights) - 1, 0, -1):
+            w = weights[k][j]  # [in, out]
+            grad = grad * w.t() if w.shape[1] == 1 else torch.mm(grad, w.t())  # outer product when out = 1
+            grad = torch.ops.aten.threshold_backward(grad, inputs[k][j].index_select(0, rows), 0.0)
+        result.index_copy_(0, rows, torch.mm(grad, first[j].t()))
+    return result
