@@ -190,15 +190,15 @@ def _twin_nets():
     return net, ref
 
 
-@pytest.mark.parametrize("use_numpy", [True, False])  # the CPU path and the torch path (used on GPU)
+@pytest.mark.parametrize("path", ["fused", "numpy", "torch"])  # ATen's fused kernel; the fallbacks
 @pytest.mark.parametrize("max_grad_norm", [None, 0.05])
 @pytest.mark.parametrize("loss_scale", [1.0, 1e-5])  # 1e-5: gradients of the order of eps, so eps matters
-def test_flat_adam_equals_torch_adam(max_grad_norm, loss_scale, use_numpy):
+def test_flat_adam_equals_torch_adam(max_grad_norm, loss_scale, path):
     net, ref = _twin_nets()
     kwargs = dict(lr=1e-2, betas=(0.9, 0.99), eps=1e-5)
     flat = FlatAdam(net.parameters(), max_grad_norm=max_grad_norm, **kwargs)
-    assert flat.use_numpy  # the default on CPU
-    flat.use_numpy = use_numpy
+    assert flat.use_fused and flat.use_numpy  # the defaults on CPU (torch >= 2.4; this group is small)
+    flat.use_fused, flat.use_numpy = path == "fused", path == "numpy"
     torch_adam = torch.optim.Adam(ref.parameters(), **kwargs)
     start = [p.detach().clone() for p in ref.parameters()]
     for step in range(6):
