@@ -112,10 +112,17 @@ def relu_mlp_backward(
                 torch.mm(grad.t(), x, out=weight_grads[k])
                 torch.sum(grad, 0, out=bias_grads[k])
         if k > 0:  # x = relu(pre): pass the gradient where x > 0
-            grad = torch.ops.aten.threshold_backward(torch.matmul(grad, w.transpose(-1, -2)), x, 0.0)
+            grad = torch.ops.aten.threshold_backward(_times_transpose(grad, w), x, 0.0)
         elif input_grad:
-            return torch.matmul(grad, w.transpose(-1, -2))
+            return _times_transpose(grad, w)
     return None
+
+
+def _times_transpose(grad: Tensor, w: Tensor) -> Tensor:
+    """grad @ w^T with bmm/mm directly (torch.matmul on 3-d operands adds four reshaping dispatches)."""
+    if w.shape[-1] == 1:  # an outer product: a broadcast multiply, not a K = 1 matrix product
+        return grad * w.transpose(-1, -2)
+    return torch.bmm(grad, w.transpose(1, 2)) if w.dim() == 3 else torch.mm(grad, w.t())
 
 
 @torch.no_grad()
@@ -143,8 +150,7 @@ def relu_ensemble_selected_input_grad(
         start += count
         grad = grad_out.index_select(0, rows).unsqueeze(1)  # [m, 1]: d loss / d output of member j
         for k in range(len(weights) - 1, 0, -1):
-            w = weights[k][j]  # [in, out]
-            grad = grad * w.t() if w.shape[1] == 1 else torch.mm(grad, w.t())  # outer product when out = 1
+            grad = _times_transpose(grad, weights[k][j])  # weights[k][j]: [in, out]
             grad = torch.ops.aten.threshold_backward(grad, inputs[k][j].index_select(0, rows), 0.0)
         result.index_copy_(0, rows, torch.mm(grad, first[j].t()))
     return result
