@@ -367,10 +367,20 @@ def test_selected_member_input_grad_equals_autograd(pick):
     torch.testing.assert_close(got, x.grad[:, 4:], atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("threads", [1, 2])  # the actor step's critic backward: per-row member (1) or dense (2)
 @pytest.mark.parametrize("overrides", [{}, {"policy_frequency": 1}, {"autotune": False}, {"target_frequency": 2}])
-def test_sac_fused_update_equals_autograd(monkeypatch, overrides):
+def test_sac_fused_update_equals_autograd(monkeypatch, overrides, threads):
     """The hand-written SAC update gives the autograd update's parameters, alpha and metrics, step after
     step, when both see the same Gaussian draws (the fused path draws [s'; s] in one call)."""
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _check_sac_fused_update_equals_autograd(monkeypatch, overrides)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _check_sac_fused_update_equals_autograd(monkeypatch, overrides):
     torch.manual_seed(5)
     reference = make_sac(fused_update=False, q_lr=0.01, policy_lr=0.01, alpha_lr=0.05, **overrides)
     fused = make_sac(fused_update=True, q_lr=0.01, policy_lr=0.01, alpha_lr=0.05, **overrides)

@@ -249,10 +249,13 @@ class SACAgent(Agent):
         q_min, member = q.squeeze(-1).min(0)
         loss = (alpha * logp - q_min).mean()
         # d loss / d Q_j(s, a~) = -1/n for the minimising critic j, 0 for the others
-        if q.device.type == "cpu":  # each row back through its minimising critic only (half the work)
+        # One CPU thread: each row back through its minimising critic only, half the products (2.5 % faster
+        # updates, measured). With more threads the dense batched product parallelises better (2 % faster on
+        # 2 cores), and on GPU it needs no host sync to group the rows.
+        if q.device.type == "cpu" and torch.get_num_threads() == 1:
             grad_min = q_min.new_full((n,), -1.0 / n)
             grad_action = relu_ensemble_selected_input_grad(weights, inputs, member, grad_min, self._action_cols)
-        else:  # dense: no host sync to group rows by member
+        else:
             grad_q = torch.zeros_like(q).scatter_(0, member.view(1, n, 1), -1.0 / n)
             grad_action = relu_mlp_backward(weights, inputs, grad_q, input_grad=True)[..., self._action_cols].sum(0)
         tanh_u, std, eps = fwd["tanh_u"][rows], fwd["std"][rows], fwd["eps"][rows]
