@@ -197,7 +197,9 @@ def test_flat_adam_equals_torch_adam(max_grad_norm, loss_scale, path):
     net, ref = _twin_nets()
     kwargs = dict(lr=1e-2, betas=(0.9, 0.99), eps=1e-5)
     flat = FlatAdam(net.parameters(), max_grad_norm=max_grad_norm, **kwargs)
-    assert flat.use_fused and flat.use_numpy  # the defaults on CPU (torch >= 2.4; this group is small)
+    assert flat.use_numpy  # the fallback's default on CPU for a group this small
+    if path == "fused" and not flat.use_fused:
+        pytest.skip("this torch build has no fused Adam kernel for CPU")
     flat.use_fused, flat.use_numpy = path == "fused", path == "numpy"
     torch_adam = torch.optim.Adam(ref.parameters(), **kwargs)
     start = [p.detach().clone() for p in ref.parameters()]
