@@ -29,6 +29,11 @@ import numpy as np
 from common import ROOT, stamp, write_report
 
 
+def finished(run: dict, steps: int) -> bool:
+    """Whether a run (a report row or a record) reached the benchmark's target number of steps."""
+    return run["steps"] >= steps
+
+
 def run_folder(root: Path, algo: str, env: str, seed: int) -> Path:
     return root / f"{algo}-{env}-s{seed}"
 
@@ -42,12 +47,12 @@ def load_record(records: Path | None, algo: str, env: str, seed: int, steps: int
     if records is None or not record_path(records, algo, env, seed).is_file():
         return None
     record = json.loads(record_path(records, algo, env, seed).read_text())
-    return record if record["steps"] >= steps else None
+    return record if finished(record, steps) else None
 
 
 def save_record(records: Path | None, result: dict, steps: int) -> None:
     """Record a finished run (an unfinished one is left to its folder and a later session)."""
-    if records is None or result["steps"] < steps or not result["eval_curve"]:
+    if records is None or not finished(result, steps) or not result["eval_curve"]:
         return
     records.mkdir(parents=True, exist_ok=True)
     path = record_path(records, result["algo"], result["env"], result["seed"])
@@ -104,7 +109,7 @@ LAST_K = 5  # evaluations averaged per seed for the `last5_*` figures
 def standing(algo: str, env: str, seed: int, steps: int, root: Path, records: Path | None = None) -> dict:
     """A run as it stands, without training: "done", "partial" or "not started" (a recorded run: its record)."""
     run = read_run(run_folder(root, algo, env, seed))
-    status = "not started" if not run["steps"] else ("done" if run["steps"] >= steps else "partial")
+    status = "not started" if not run["steps"] else ("done" if finished(run, steps) else "partial")
     result = {"algo": algo, "env": env, "seed": seed, "status": status, **run}
     if status == "done":
         save_record(records, result, steps)
@@ -132,7 +137,7 @@ def summarize(results: list[dict], steps: int) -> dict:
     """Mean and std over the seeds that reached `steps` (unfinished runs are counted, not averaged)."""
     table = {}
     for key in sorted({(r["algo"], r["env"]) for r in results}):
-        runs = [r for r in results if (r["algo"], r["env"]) == key and "final_eval_mean" in r and r["steps"] >= steps]
+        runs = [r for r in results if (r["algo"], r["env"]) == key and "final_eval_mean" in r and finished(r, steps)]
         finals = [r["final_eval_mean"] for r in runs]
         lasts = [r["last5_eval_mean"] for r in runs]
         table[f"{key[0]}/{key[1]}"] = {
@@ -146,7 +151,7 @@ def summarize(results: list[dict], steps: int) -> dict:
             "last5_eval_mean_over_seeds": float(np.mean(lasts)) if lasts else None,
             "last5_eval_std_over_seeds": float(np.std(lasts)) if lasts else None,
             "last5_per_seed": lasts,
-            "unfinished_runs": sum((r["algo"], r["env"]) == key and r["steps"] < steps for r in results),
+            "unfinished_runs": sum((r["algo"], r["env"]) == key and not finished(r, steps) for r in results),
         }
     return table
 
@@ -164,7 +169,7 @@ def plot(results: list[dict], path: Path, steps: int) -> None:
         for i, algo in enumerate(sorted({r["algo"] for r in results if r["env"] == env})):
             color = f"C{i}"
             runs = [r for r in results if r["env"] == env and r["algo"] == algo and r["eval_curve"]]
-            curves = [r["eval_curve"] for r in runs if r["steps"] >= steps]
+            curves = [r["eval_curve"] for r in runs if finished(r, steps)]
             if curves:
                 # the steps every seed evaluated at (a resumed run may repeat one; a record may lack some)
                 by_step = [{step: v for step, v, _ in c} for c in curves]
@@ -174,7 +179,7 @@ def plot(results: list[dict], path: Path, steps: int) -> None:
                 ax.plot(common, mean, color=color, label=f"{algo} ({len(curves)} seeds)")
                 ax.fill_between(common, mean - std, mean + std, color=color, alpha=0.2)
             for r in runs:
-                if r["steps"] < steps:
+                if not finished(r, steps):
                     xs, ys = zip(*[(step, v) for step, v, _ in r["eval_curve"]])
                     ax.plot(xs, ys, color=color, lw=0.8, ls=":", label=f"{algo} seed {r['seed']} (unfinished)")
         ax.set_title(env)
