@@ -98,9 +98,8 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int) -> ReplayBatch:
         idx = torch.randint(0, self.size, (batch_size,), device=self.obs.device)
-        return ReplayBatch(
-            self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx], self.terminated[idx]
-        )
+        fields = (self.obs, self.actions, self.rewards, self.next_obs, self.terminated)
+        return ReplayBatch(*(f.index_select(0, idx) for f in fields))  # half the cost of t[idx] on CPU
 
     def state_dict(self) -> dict:
         n = self.size
