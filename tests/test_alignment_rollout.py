@@ -161,3 +161,64 @@ def test_pair_logprobs_equal_sequence_logprobs_values_and_grads(tiny, arch, way,
     assert calls == [way.split("-")[0]]  # the way under test ran, once
     odd = [t[:5] for t in both]  # five rows: not a pairing, so the plain path
     torch.testing.assert_close(pair_logprobs(model, *odd)[1], sequence_logprobs(model, *odd)[1])
+
+
+def _tiny_llama(vocab_size: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        eos_token_id=2,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_shared_prefill_sampling_draws_what_generate_draws(tiny, arch, temperature, monkeypatch):
+    """With several samples per prompt, `generate` prefills each prompt once and repeats its KV cache; under
+    the same seed it draws the very tokens transformers' `generate` draws (padding after EOS included)."""
+    from rlopt.alignment import rollout
+
+    model, tok = tiny
+    if arch == "llama":
+        model = _tiny_llama(len(tok))
+    prompts = ["3 8 1 8 5 |", "1 |", "9 9 + 1 =", "4 4 |"]
+    assert rollout._plain_sampling_model(model)
+    calls = []
+    monkeypatch.setattr(rollout, "_sample_shared_prefill", spy(rollout._sample_shared_prefill, calls, "shared"))
+    torch.manual_seed(11)
+    fast = generate(model, tok, prompts, max_new_tokens=8, temperature=temperature, num_samples=3)
+    assert calls == ["shared"]
+    monkeypatch.setattr(rollout, "_plain_sampling_model", lambda m: False)  # force transformers' generate
+    torch.manual_seed(11)
+    slow = generate(model, tok, prompts, max_new_tokens=8, temperature=temperature, num_samples=3)
+    assert torch.equal(fast.completion_ids, slow.completion_ids)
+    assert torch.equal(fast.completion_mask, slow.completion_mask) and fast.texts == slow.texts
+    assert fast.has_eos.any() and len(set(fast.texts)) > 3  # the comparison covered EOS and varied samples
+
+
+def test_sampling_falls_back_to_generate_when_the_model_adds_processors(tiny, monkeypatch):
+    """A generation config with a logits processor of its own (here a repetition penalty), top-k / top-p, or a
+    single sample per prompt: transformers' `generate`, which applies them."""
+    from rlopt.alignment import rollout
+
+    model, tok = tiny
+    model = copy.deepcopy(model)
+    calls = []
+    monkeypatch.setattr(rollout, "_sample_shared_prefill", spy(rollout._sample_shared_prefill, calls, "shared"))
+    generate(model, tok, ["1 |"], max_new_tokens=4, num_samples=1)
+    generate(model, tok, ["1 |"], max_new_tokens=4, num_samples=2, top_k=5)
+    generate(model, tok, ["1 |"], max_new_tokens=4, num_samples=2, top_p=0.9)
+    model.generation_config.repetition_penalty = 1.3
+    assert not rollout._plain_sampling_model(model)
+    generate(model, tok, ["1 |"], max_new_tokens=4, num_samples=2)
+    assert calls == []
