@@ -222,3 +222,20 @@ def test_sampling_falls_back_to_generate_when_the_model_adds_processors(tiny, mo
     assert not rollout._plain_sampling_model(model)
     generate(model, tok, ["1 |"], max_new_tokens=4, num_samples=2)
     assert calls == []
+
+
+def test_shared_prefill_only_without_active_dropout():
+    """In training mode a model with dropout samples through `generate` (independent masks per row); in
+    evaluation mode, or with every dropout rate at 0, the shared prefill is used."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from rlopt.alignment.rollout import _plain_sampling_model
+
+    cfg = dict(vocab_size=16, n_positions=32, n_embd=32, n_layer=1, n_head=2)
+    with_dropout = GPT2LMHeadModel(GPT2Config(**cfg, resid_pdrop=0.1, embd_pdrop=0.0, attn_pdrop=0.0))
+    assert not _plain_sampling_model(with_dropout.train()) and _plain_sampling_model(with_dropout.eval())
+    no_dropout = GPT2LMHeadModel(GPT2Config(**cfg, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+    assert _plain_sampling_model(no_dropout.train())
+    llama = _tiny_llama(16)
+    llama.config.attention_dropout = 0.1  # a functional dropout inside attention: no module to see
+    assert not _plain_sampling_model(llama.train()) and _plain_sampling_model(llama.eval())

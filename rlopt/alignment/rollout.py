@@ -125,7 +125,24 @@ def _plain_sampling_model(model) -> bool:
     if not isinstance(model, PreTrainedModel) or getattr(model.config, "is_encoder_decoder", False):
         return False
     generation_config = getattr(model, "generation_config", None)
-    return generation_config is not None and set(generation_config.to_diff_dict()) <= _PLAIN_GENERATION_KEYS
+    if generation_config is None or not set(generation_config.to_diff_dict()) <= _PLAIN_GENERATION_KEYS:
+        return False
+    # In training mode with dropout, `generate` draws each row's dropout independently; a shared prefill would
+    # give a prompt's samples one mask. Dropout is an nn.Dropout module or a config rate (Llama's attention).
+    return not model.training or _dropout_free(model)
+
+
+def _dropout_free(model) -> bool:
+    from torch.nn.modules.dropout import _DropoutNd
+
+    if any(isinstance(m, _DropoutNd) and m.p > 0 for m in model.modules()):
+        return False
+    rates = [  # functional rates (Llama's attention_dropout, OPT's dropout, ...); not the heads a causal LM lacks
+        v
+        for k, v in vars(model.config).items()
+        if ("dropout" in k or "pdrop" in k) and not k.startswith(("summary_", "classifier"))
+    ]
+    return not any(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in rates)
 
 
 def _sample_shared_prefill(
