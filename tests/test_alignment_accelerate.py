@@ -49,8 +49,10 @@ def test_two_process_first_step_equals_one_process(tmp_path):
     first, second = load_file(one.with_suffix(".safetensors")), load_file(two.with_suffix(".safetensors"))
     assert sorted(first) == sorted(second)
     assert single["moved"] > 1e-5  # the steps changed the weights, so equal weights mean equal updates
+    # plain SGD (lr 0.05) in the script: measured 1.5e-8 apart here; a process that used only its half batch
+    # ends 2e-3 away, and the steps move the weights by 2.5e-3
     for name in first:
-        torch.testing.assert_close(second[name], first[name], rtol=0, atol=2e-6, msg=name)
+        torch.testing.assert_close(second[name], first[name], rtol=0, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize("name", ["cpu_2proc", "multi_gpu", "zero2", "zero3", "fsdp"])

@@ -24,6 +24,11 @@ parser = argparse.ArgumentParser()
 parser.add_argument("out")
 parser.add_argument("--batch", type=int, required=True)
 parser.add_argument("--steps", type=int, default=1)
+# Plain SGD by default: the weights then differ by lr x (gradient rounding), whereas Adam's first steps move every
+# weight by about ±lr whatever its gradient's size, so a near-zero gradient whose summation order differs between
+# one process and two (its sign at the rounding level) moves a weight by 2 lr — a flaky comparison.
+parser.add_argument("--optim", default="sgd")
+parser.add_argument("--lr", type=float, default=0.05)
 cli = parser.parse_args()
 
 task, rng = get_task("sort5"), np.random.default_rng(0)
@@ -54,6 +59,8 @@ args = DPOConfig(
     report_to="none",
     seed=0,
     disable_tqdm=True,
+    optim=cli.optim,
+    learning_rate=cli.lr,
 )
 trainer = DPOTrainer(policy, args, data, load_tokenizer(path), ref_model=load_causal_lm(path))
 trainer.train()
