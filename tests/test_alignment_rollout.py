@@ -239,3 +239,23 @@ def test_shared_prefill_only_without_active_dropout():
     llama = _tiny_llama(16)
     llama.config.attention_dropout = 0.1  # a functional dropout inside attention: no module to see
     assert not _plain_sampling_model(llama.train()) and _plain_sampling_model(llama.eval())
+
+
+def test_cache_is_passed_under_the_installed_transformers_name(tiny):
+    """transformers 5.x renamed the forward's `past_key_values` to `cache` (the old name is a deprecated alias, to
+    be removed in 5.40): the shared-prefill sampler and the cached pair path use whichever name the model takes."""
+    import warnings
+
+    from rlopt.alignment import rollout
+
+    model, tok = tiny
+    llama = _tiny_llama(len(tok))
+    prompts = ["3 8 1 |", "1 |"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for m in (model, llama):
+            out = generate(m, tok, prompts, max_new_tokens=4, num_samples=2)
+            tensors = (out.prompt_ids, out.prompt_mask, out.completion_ids, out.completion_mask)
+            order = torch.tensor([0, 2, 1, 3])  # rows i and i + 2 share a prompt
+            rollout._cached_pair_logprobs(m, *(t[order] for t in tensors), 1.0)
+    assert not [w for w in caught if "past_key_values" in str(w.message)]

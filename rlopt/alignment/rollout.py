@@ -9,6 +9,7 @@ used (left padding shifts them), so `sequence_logprobs` reproduces the sampling 
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -153,8 +154,9 @@ def _sample_shared_prefill(
     `n` samples: the same draws as `generate` under the same seed, ~17 % faster for 2 samples of 8 tokens on
     the bench's tiny Llama (50 against 60 ms for 64 samples). None when the model's cache cannot be repeated (the
     caller falls back to `generate`)."""
-    out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=True)
-    cache = out.past_key_values
+    keep = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}  # only the last prompt position's logits
+    out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=True, **keep)
+    cache = _returned_cache(out)
     if not hasattr(cache, "batch_repeat_interleave"):
         return None
     cache.batch_repeat_interleave(n)
@@ -174,7 +176,11 @@ def _sample_shared_prefill(
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
         positions = positions + 1
         out = model(
-            input_ids=token[:, None], attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+            input_ids=token[:, None],
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            **{_cache_argument(model): cache},
         )
         logits = out.logits[:, -1].float()
     return torch.stack(tokens, 1)
@@ -198,8 +204,6 @@ def sequence_logprobs(
 
 
 def _accepts_logits_to_keep(model) -> bool:
-    import inspect
-
     forward = getattr(model, "forward", None)
     try:
         params = inspect.signature(forward).parameters
@@ -209,6 +213,24 @@ def _accepts_logits_to_keep(model) -> bool:
         return True
     base = getattr(model, "get_base_model", None)  # peft wrappers forward **kwargs to the base model
     return base is not None and _accepts_logits_to_keep(base())
+
+
+def _cache_argument(model) -> str:
+    """The forward's name for the KV cache: `cache` from transformers 5.x (where `past_key_values` is a
+    deprecated alias, to be removed in 5.40), `past_key_values` before."""
+    inner = getattr(model, "module", model)  # DDP
+    inner = getattr(inner, "get_base_model", lambda: inner)()  # peft wrappers pass keywords through
+    try:
+        params = inspect.signature(inner.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _returned_cache(output):
+    """The KV cache a forward returned (`cache` from transformers 5.x, `past_key_values` before)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else getattr(output, "past_key_values", None)
 
 
 def _attn_implementation(model) -> str | None:
@@ -300,7 +322,7 @@ def _cached_pair_logprobs(model, prompt_ids, prompt_mask, completion_ids, comple
     p_ids, p_mask = prompt_ids[:half], prompt_mask[:half]
     keep = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}  # only the last prompt position's logits
     first = model(input_ids=p_ids, attention_mask=p_mask, position_ids=position_ids(p_mask), use_cache=True, **keep)
-    cache = first.past_key_values
+    cache = _returned_cache(first)
     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
         return sequence_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
     # interleave: row 2i is prompt i's first completion, row 2i+1 its second (matching the repeated cache)
@@ -313,7 +335,7 @@ def _cached_pair_logprobs(model, prompt_ids, prompt_mask, completion_ids, comple
         input_ids=c_ids[:, :-1],
         attention_mask=full_mask[:, :-1],
         position_ids=position_ids(full_mask)[:, width:-1],
-        past_key_values=cache,
+        **{_cache_argument(model): cache},
         cache_position=torch.arange(width, full_mask.shape[1] - 1, device=prompt_ids.device),
         use_cache=True,
     )
