@@ -9,7 +9,8 @@ same initial weights on the same rows with the same hyper-parameters. Reports pa
 
 Online: the anchor `trl_online_dpo_tiny.py` (trl's experimental OnlineDPOTrainer on that Llama: 512 "a+b="
 prompts, reward = completion length in characters, batch 32 prompts x 2 samples, 8 new tokens, 10 steps,
-lr 1e-5, sampling temperature 0.9: trl's default) against our OnlineDPOTrainer and XPOTrainer on the same prompts, reward and settings; prompts/s.
+lr 1e-5, sampling temperature 0.9: trl's default) against our OnlineDPOTrainer and XPOTrainer on the same
+prompts, reward and settings; prompts/s.
 
 Every measurement runs in its own process (ours through `--child`), so each one's peak resident memory
 (ru_maxrss: weights, activations, the Python and library footprint) is reported beside its rate.

@@ -76,6 +76,50 @@ def test_sharding_config_that_accelerate_ignores_is_one_clear_error(monkeypatch,
     check_sharding_applied(fsdp_enabled=True, deepspeed_enabled=True)  # asked and applied: fine
 
 
+def launch_env(config_file: Path) -> dict[str, str]:
+    """The environment `accelerate launch --config_file <config_file>` gives its processes (accelerate's own
+    launcher code, called without launching)."""
+    try:
+        from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+        from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
+    except ImportError as error:  # private helpers: a later accelerate may move them
+        pytest.skip(f"accelerate's launcher helpers moved: {error}")
+    args = launch_command_parser().parse_args(["--config_file", str(config_file), "train.py"])
+    args, defaults, _ = _validate_launch_command(args)
+    if args.use_deepspeed:
+        args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
+        return prepare_deepspeed_cmd_env(args)[1]
+    return prepare_multi_gpu_env(args)
+
+
+@pytest.mark.parametrize(
+    "name, flag, error",
+    [("zero3", "zero3_init_flag", "DeepSpeed ZeRO-3"), ("fsdp", "fsdp_cpu_ram_efficient_loading", "meta device")],
+)
+def test_shipped_sharded_configs_keep_the_reference_loadable(monkeypatch, tmp_path, name, flag, error):
+    """Under the shipped zero3/fsdp configs every process loads the reference whole; flipping the one flag that
+    would partition it at load time (ZeRO-3 init) or leave it on the meta device (FSDP's RAM-efficient loading)
+    is one clear error when a trainer is built, not a crash in its first reference forward."""
+    import yaml
+
+    from rlopt.alignment.trainer import check_sharding_supported
+
+    shipped = ROOT / "configs" / "accelerate" / f"{name}.yaml"
+    config = yaml.safe_load(shipped.read_text())
+    section = config["deepspeed_config" if name == "zero3" else "fsdp_config"]
+    assert section[flag] is False
+    for key, value in launch_env(shipped).items():
+        monkeypatch.setenv(key, value)
+    check_sharding_supported()
+    section[flag] = True
+    flipped = tmp_path / f"{name}.yaml"
+    flipped.write_text(yaml.safe_dump(config))
+    for key, value in launch_env(flipped).items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValueError, match=error):
+        check_sharding_supported()
+
+
 def test_fsdp_launch_env_on_cpu_fails_when_the_trainer_is_built(monkeypatch, tmp_path):
     """What `accelerate launch --config_file configs/accelerate/fsdp.yaml` sets, on this CPU machine."""
     from rlopt.alignment.dpo import DPOConfig, DPOTrainer

@@ -51,6 +51,39 @@ def check_sharding_applied(fsdp_enabled: bool, deepspeed_enabled: bool) -> None:
             )
 
 
+def check_sharding_supported() -> None:
+    """Refuse the two accelerate set-ups under which transformers' `from_pretrained` leaves a model unusable
+    outside the training engine — which is where the frozen reference model (and the evaluation's) runs here:
+
+    * DeepSpeed ZeRO-3 with `zero3_init_flag`: every model loaded after the TrainingArguments is partitioned
+      at load time, and only a DeepSpeed engine can run a partitioned model (the policy gets one, the
+      reference does not);
+    * FSDP with `fsdp_cpu_ram_efficient_loading`: processes other than the first load their weights on the
+      meta device and wait for FSDP to broadcast them, which a reference that FSDP does not wrap never gets.
+
+    Both are read from the variables `accelerate launch` sets. Shipped configs avoid them (zero2.yaml, fsdp.yaml).
+    """
+    env = os.environ
+    if env.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true" and (
+        env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
+        and env.get("ACCELERATE_DEEPSPEED_ZERO3_INIT", "false").lower() == "true"
+    ):
+        raise ValueError(
+            "the accelerate config asks for DeepSpeed ZeRO-3 with zero3_init_flag, which rlopt's alignment trainers "
+            "do not support: it partitions every model from_pretrained loads, and the frozen reference model runs "
+            "outside the DeepSpeed engine. Use configs/accelerate/zero2.yaml or fsdp.yaml."
+        )
+    if env.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and (
+        env.get("FSDP_CPU_RAM_EFFICIENT_LOADING", "false").lower() == "true"
+    ):
+        raise ValueError(
+            "the accelerate config sets fsdp_cpu_ram_efficient_loading, which rlopt's alignment trainers do not "
+            "support: processes after the first load the frozen reference model's weights on the meta device and "
+            "only FSDP-wrapped models receive them. Set fsdp_cpu_ram_efficient_loading: false (configs/accelerate/"
+            "fsdp.yaml)."
+        )
+
+
 class AlignmentTrainer(Trainer):
     dataset_kind = "preference"  # "preference" | "prompt-completion" | "prompt-only"
 
@@ -63,6 +96,7 @@ class AlignmentTrainer(Trainer):
         super().__init__(
             model=model, args=args, train_dataset=train_dataset, processing_class=processing_class, **kwargs
         )
+        check_sharding_supported()
         check_sharding_applied(self.is_fsdp_enabled, self.is_deepspeed_enabled)
         ref_model = self.build_reference(model, ref_model, train_dataset)
         if ref_model is not None:
