@@ -163,6 +163,7 @@ def _sample_shared_prefill(
     logits = out.logits[:, -1].float().repeat_interleave(n, 0)
     mask = mask.repeat_interleave(n, 0)
     positions = position_ids(mask)[:, -1:]
+    cache_argument = _cache_argument(model)  # looked up once, not per decoding step
     done = torch.zeros(mask.shape[0], dtype=torch.bool, device=mask.device)
     tokens = []
     for step in range(max_new_tokens):
@@ -180,7 +181,7 @@ def _sample_shared_prefill(
             attention_mask=mask,
             position_ids=positions,
             use_cache=True,
-            **{_cache_argument(model): cache},
+            **{cache_argument: cache},
         )
         logits = out.logits[:, -1].float()
     return torch.stack(tokens, 1)
@@ -203,28 +204,27 @@ def sequence_logprobs(
     return per_token, masked_sum(per_token, completion_mask)
 
 
-def _accepts_logits_to_keep(model) -> bool:
+def _forward_accepts(model, name: str) -> bool:
+    """Whether the model's forward takes the keyword `name` (through a peft wrapper, which passes keywords on)."""
     forward = getattr(model, "forward", None)
     try:
         params = inspect.signature(forward).parameters
     except (TypeError, ValueError):
         return False
-    if "logits_to_keep" in params:
+    if name in params:
         return True
     base = getattr(model, "get_base_model", None)  # peft wrappers forward **kwargs to the base model
-    return base is not None and _accepts_logits_to_keep(base())
+    return base is not None and _forward_accepts(base(), name)
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    return _forward_accepts(model, "logits_to_keep")
 
 
 def _cache_argument(model) -> str:
     """The forward's name for the KV cache: `cache` from transformers 5.x (where `past_key_values` is a
     deprecated alias, to be removed in 5.40), `past_key_values` before."""
-    inner = getattr(model, "module", model)  # DDP
-    inner = getattr(inner, "get_base_model", lambda: inner)()  # peft wrappers pass keywords through
-    try:
-        params = inspect.signature(inner.forward).parameters
-    except (TypeError, ValueError):
-        return "past_key_values"
-    return "cache" if "cache" in params else "past_key_values"
+    return "cache" if _forward_accepts(getattr(model, "module", model), "cache") else "past_key_values"  # DDP
 
 
 def _returned_cache(output):

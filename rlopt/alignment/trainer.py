@@ -30,6 +30,11 @@ from rlopt.alignment.rollout import Completions, generate, pair_logprobs
 RewardFn = Callable[[list[str], list[str]], "list[float]"]
 
 
+def _env_true(name: str) -> bool:
+    """An accelerate launch flag as accelerate's own state reads it (`.lower() == "true"`; "1"/"yes" are not)."""
+    return os.environ.get(name, "false").lower() == "true"
+
+
 def check_sharding_applied(fsdp_enabled: bool, deepspeed_enabled: bool) -> None:
     """Fail loudly when the accelerate config asked for FSDP or DeepSpeed but accelerate did not apply it.
 
@@ -38,8 +43,8 @@ def check_sharding_applied(fsdp_enabled: bool, deepspeed_enabled: bool) -> None:
     of the unsharded model — a run that looks fine until the memory the user planned for runs out.
     """
     asked = {
-        "FSDP": (os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true", fsdp_enabled),
-        "DeepSpeed": (os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true", deepspeed_enabled),
+        "FSDP": (_env_true("ACCELERATE_USE_FSDP"), fsdp_enabled),
+        "DeepSpeed": (_env_true("ACCELERATE_USE_DEEPSPEED"), deepspeed_enabled),
     }
     for name, (requested, applied) in asked.items():
         if requested and not applied:
@@ -63,19 +68,17 @@ def check_sharding_supported() -> None:
 
     Both are read from the variables `accelerate launch` sets. Shipped configs avoid them (zero2.yaml, fsdp.yaml).
     """
-    env = os.environ
-    if env.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true" and (
-        env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
-        and env.get("ACCELERATE_DEEPSPEED_ZERO3_INIT", "false").lower() == "true"
+    if (
+        _env_true("ACCELERATE_USE_DEEPSPEED")
+        and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
+        and _env_true("ACCELERATE_DEEPSPEED_ZERO3_INIT")
     ):
         raise ValueError(
             "the accelerate config asks for DeepSpeed ZeRO-3 with zero3_init_flag, which rlopt's alignment trainers "
             "do not support: it partitions every model from_pretrained loads, and the frozen reference model runs "
             "outside the DeepSpeed engine. Use configs/accelerate/zero2.yaml or fsdp.yaml."
         )
-    if env.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and (
-        env.get("FSDP_CPU_RAM_EFFICIENT_LOADING", "false").lower() == "true"
-    ):
+    if _env_true("ACCELERATE_USE_FSDP") and _env_true("FSDP_CPU_RAM_EFFICIENT_LOADING"):
         raise ValueError(
             "the accelerate config sets fsdp_cpu_ram_efficient_loading, which rlopt's alignment trainers do not "
             "support: processes after the first load the frozen reference model's weights on the meta device and "
