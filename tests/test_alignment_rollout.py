@@ -259,3 +259,24 @@ def test_cache_is_passed_under_the_installed_transformers_name(tiny):
             order = torch.tensor([0, 2, 1, 3])  # rows i and i + 2 share a prompt
             rollout._cached_pair_logprobs(m, *(t[order] for t in tensors), 1.0)
     assert not [w for w in caught if "past_key_values" in str(w.message)]
+
+
+def test_forward_keywords_are_seen_through_a_ddp_wrapper():
+    """Under accelerate's DDP the sampler and the pair paths get the wrapper, whose forward is (*inputs, **kwargs):
+    the keyword checks read the wrapped model's forward, so logits_to_keep and the cache keyword still apply."""
+    from rlopt.alignment import rollout
+
+    llama = _tiny_llama(16)
+
+    class Wrapper(torch.nn.Module):  # DistributedDataParallel's shape, without a process group
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, *inputs, **kwargs):
+            return self.module(*inputs, **kwargs)
+
+    wrapped = Wrapper(llama)
+    assert rollout._logits_to_keep(wrapped, 3) == rollout._logits_to_keep(llama, 3) == {"logits_to_keep": 3}
+    assert rollout._cache_argument(wrapped) == rollout._cache_argument(llama)
+    assert rollout._logits_to_keep(torch.nn.Linear(2, 2), 3) == {}  # a forward without the keyword

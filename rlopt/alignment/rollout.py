@@ -154,7 +154,7 @@ def _sample_shared_prefill(
     `n` samples: the same draws as `generate` under the same seed, ~17 % faster for 2 samples of 8 tokens on
     the bench's tiny Llama (50 against 60 ms for 64 samples). None when the model's cache cannot be repeated (the
     caller falls back to `generate`)."""
-    keep = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}  # only the last prompt position's logits
+    keep = _logits_to_keep(model, 1)  # only the last prompt position's logits
     out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=True, **keep)
     cache = _returned_cache(out)
     if not hasattr(cache, "batch_repeat_interleave"):
@@ -205,7 +205,9 @@ def sequence_logprobs(
 
 
 def _forward_accepts(model, name: str) -> bool:
-    """Whether the model's forward takes the keyword `name` (through a peft wrapper, which passes keywords on)."""
+    """Whether the model's forward takes the keyword `name`, seen through the wrappers that pass keywords on
+    (DistributedDataParallel's `module`, peft's base model)."""
+    model = getattr(model, "module", model)
     forward = getattr(model, "forward", None)
     try:
         params = inspect.signature(forward).parameters
@@ -217,14 +219,15 @@ def _forward_accepts(model, name: str) -> bool:
     return base is not None and _forward_accepts(base(), name)
 
 
-def _accepts_logits_to_keep(model) -> bool:
-    return _forward_accepts(model, "logits_to_keep")
+def _logits_to_keep(model, n: int) -> dict:
+    """`{"logits_to_keep": n}` (logits of the last n positions only) where the forward takes it, else {}."""
+    return {"logits_to_keep": n} if _forward_accepts(model, "logits_to_keep") else {}
 
 
 def _cache_argument(model) -> str:
     """The forward's name for the KV cache: `cache` from transformers 5.x (where `past_key_values` is a
     deprecated alias, to be removed in 5.40), `past_key_values` before."""
-    return "cache" if _forward_accepts(getattr(model, "module", model), "cache") else "past_key_values"  # DDP
+    return "cache" if _forward_accepts(model, "cache") else "past_key_values"
 
 
 def _returned_cache(output):
@@ -304,7 +307,7 @@ def _packed_pair_logprobs(model, prompt_ids, prompt_mask, completion_ids, comple
             ~attention, torch.finfo(dtype).min
         )
     kept = input_ids.shape[1] - width + 1  # the last prompt position onwards
-    keep = {"logits_to_keep": kept} if _accepts_logits_to_keep(model) else {}
+    keep = _logits_to_keep(model, kept)
     logits = model(input_ids=input_ids, attention_mask=attention[:, None], position_ids=positions, **keep).logits
     logits = logits[:, -kept:]
     first = logits[:, :1]  # the last prompt token predicts the first token of both completions
@@ -320,7 +323,7 @@ def _cached_pair_logprobs(model, prompt_ids, prompt_mask, completion_ids, comple
     rows = prompt_ids.shape[0]
     half = rows // 2
     p_ids, p_mask = prompt_ids[:half], prompt_mask[:half]
-    keep = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}  # only the last prompt position's logits
+    keep = _logits_to_keep(model, 1)  # only the last prompt position's logits
     first = model(input_ids=p_ids, attention_mask=p_mask, position_ids=position_ids(p_mask), use_cache=True, **keep)
     cache = _returned_cache(first)
     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
